@@ -1,0 +1,1 @@
+"""Pure failover decision core: no I/O, no clock reads, no SDK imports."""

@@ -1,0 +1,1 @@
+"""kopf handlers, wiring, settings and metrics of the operator process."""

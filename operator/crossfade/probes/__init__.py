@@ -1,0 +1,1 @@
+"""Async health probes producing the engine's observation values."""

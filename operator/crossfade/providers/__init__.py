@@ -1,0 +1,1 @@
+"""Capacity providers: node groups in each cloud behind one protocol."""

@@ -1,0 +1,1 @@
+"""Traffic routers: HTTPRoute weights, Route53 weighted records."""

@@ -1,0 +1,1 @@
+"""Test doubles that speak real wire formats, shared by the tests and the demo."""
