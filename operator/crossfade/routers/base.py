@@ -77,26 +77,26 @@ class RouterConfigError(RouterError):
 class InvalidWeightsError(RouterError):
     """The weights asked for are unsafe: all zero, negative, or for unknown placements."""
 
-    reason = "InvalidWeightsError"
+    reason = "InvalidWeights"
 
 
 class RouteNotFoundError(RouterError):
     """The route (or record set) the pool names does not exist."""
 
-    reason = "RouteNotFoundError"
+    reason = "RouteNotFound"
     retryable = True  # it may be created later (GitOps sync order)
 
 
 class BackendMismatchError(RouterError):
     """The route's backends do not match the pool's placements; crossfade refuses to steer."""
 
-    reason = "BackendMismatchError"
+    reason = "BackendMismatch"
 
 
 class BackendNotFoundError(RouterError):
     """A backend the route points at (Service, InferencePool) does not exist."""
 
-    reason = "BackendNotFoundError"
+    reason = "BackendNotFound"
     retryable = True
 
 
@@ -110,13 +110,13 @@ class ReferenceNotPermittedError(RouterError):
 class RouteLimitExceededError(RouterError):
     """The layer's API limits (number of backends, weight range) would be exceeded."""
 
-    reason = "RouteLimitExceededError"
+    reason = "RouteLimitExceeded"
 
 
 class WeightsDriftedError(RouterError):
     """Another manager changed the weights and the drift policy says to back off."""
 
-    reason = "WeightsDriftedError"
+    reason = "WeightsDrifted"
 
     def __init__(self, message: str, *, manager: str | None) -> None:
         super().__init__(message)
@@ -139,7 +139,7 @@ class RouterPermissionDeniedError(RouterError):
 class RouterUnavailableError(RouterError):
     """The layer's API could not be reached or answered with a server error."""
 
-    reason = "RouterUnavailableError"
+    reason = "RouterUnavailable"
     retryable = True
 
 
