@@ -59,7 +59,7 @@ test: lint pytest ## Everything CI runs: lint, type checks and the whole pytest 
 
 .PHONY: demo
 demo: $(STAMP) testbins ## Start a sandbox (real apiservers + fakes), run an outage drill, clean up
-	$(BIN)/crossfade demo
+	$(BIN)/python -m crossfade.demo $(DEMO_ARGS)
 
 .PHONY: bench
 bench: $(STAMP) testbins ## Run the benchmarks; results in bench/results/

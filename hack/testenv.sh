@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the real control-plane binaries the test suite runs (kube-apiserver, etcd, helm)
+# Build the real control-plane binaries the test suite runs (kube-apiserver, etcd, kubectl, helm)
 # from pinned Go modules into a git-ignored cache. Skips a binary whose stamp matches.
 #
 # Usage: hack/testenv.sh            build what is missing or stale, print the bin dir
@@ -38,9 +38,17 @@ kubernetes_replaces() {
   done
 }
 
+# Stamp the version into the binary so /version (and helm's kubeVersion checks) see it.
+kubernetes_version_ldflags() {
+  local version="$1" pkg=k8s.io/component-base/version minor
+  minor="${version#v1.}"; minor="${minor%%.*}"
+  printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean' \
+    "${pkg}" "${version}" "${pkg}" "${pkg}" "${minor}" "${pkg}"
+}
+
 build_kube_apiserver() {
   local name=kube-apiserver version="${KUBERNETES_VERSION}"
-  if stamp_ok "${name}" "${version}"; then log "${name} ${version} cached"; return; fi
+  if stamp_ok "${name}" "${version}+ldflags"; then log "${name} ${version} cached"; return; fi
   log "building ${name} ${version} (first build takes several minutes)"
   local work="${CACHE_DIR}/build/${name}-${version}"
   rm -rf "${work}" && mkdir -p "${work}"
@@ -54,8 +62,23 @@ build_kube_apiserver() {
     kubernetes_replaces "${gomod}" "${staging_tag}"
   } >"${work}/go.mod"
   (cd "${work}" && go get "k8s.io/kubernetes/cmd/kube-apiserver@${version}" \
-    && go build -trimpath -ldflags='-s -w' -o "${BIN_DIR}/${name}" k8s.io/kubernetes/cmd/kube-apiserver)
-  write_stamp "${name}" "${version}"
+    && go build -trimpath -ldflags="-s -w $(kubernetes_version_ldflags "${version}")" \
+      -o "${BIN_DIR}/${name}" k8s.io/kubernetes/cmd/kube-apiserver)
+  write_stamp "${name}" "${version}+ldflags"
+}
+
+# kubectl comes from the same build module as kube-apiserver (same pinned version), so the
+# second build reuses nearly all of the first one's compiled packages.
+build_kubectl() {
+  local name=kubectl version="${KUBERNETES_VERSION}"
+  if stamp_ok "${name}" "${version}+ldflags"; then log "${name} ${version} cached"; return; fi
+  build_kube_apiserver
+  log "building ${name} ${version}"
+  local work="${CACHE_DIR}/build/kube-apiserver-${version}"
+  (cd "${work}" && go get "k8s.io/kubernetes/cmd/kubectl@${version}" \
+    && go build -trimpath -ldflags="-s -w $(kubernetes_version_ldflags "${version}")" \
+      -o "${BIN_DIR}/${name}" k8s.io/kubernetes/cmd/kubectl)
+  write_stamp "${name}" "${version}+ldflags"
 }
 
 build_etcd() {
@@ -101,8 +124,9 @@ main() {
   if [[ "${1:-}" != "--print" ]]; then
     local only="${1:-all}"
     case "${only}" in
-      all) build_etcd; build_kube_apiserver; build_helm ;;
+      all) build_etcd; build_kube_apiserver; build_kubectl; build_helm ;;
       kube-apiserver) build_kube_apiserver ;;
+      kubectl) build_kubectl ;;
       etcd) build_etcd ;;
       helm) build_helm ;;
       *) log "unknown target ${only}"; exit 2 ;;
