@@ -1,0 +1,1 @@
+"""Benchmarks: each module writes JSON + a markdown table into bench/results/."""
