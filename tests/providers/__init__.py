@@ -1,0 +1,1 @@
+"""Tests of the capacity providers (one module per provider, one shared conformance suite)."""
