@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ DEFAULT_REF_WEIGHT = 1  # the CRD's default when weight is omitted
 FIELD_MANAGER = "crossfade"
 WEIGHTS_ANNOTATION = "crossfade.dev/weights"
 MAX_WRITE_ATTEMPTS = 5
+CONFLICT_BACKOFF_MS = 25  # jittered, times the attempt number, so racing writers spread out
 
 
 @dataclass(frozen=True)
@@ -396,7 +398,7 @@ class HTTPRouteRouter:
         layer_wanted = to_layer_scale(wanted, max_weight=MAX_LAYER_WEIGHT)
         async with self._lock:
             writes = 0
-            for _attempt in range(MAX_WRITE_ATTEMPTS):
+            for attempt in range(MAX_WRITE_ATTEMPTS):
                 route = await self._get_route()
                 rules = select_rules(route, self._target)
                 if self._target.verify_backends:
@@ -422,8 +424,10 @@ class HTTPRouteRouter:
                     if _is_failed_precondition(exc):
                         log.info(
                             "route changed while writing weights, re-reading",
-                            extra={"route": self.name, "attempt": _attempt + 1},
+                            extra={"route": self.name, "attempt": attempt + 1},
                         )
+                        backoff_ms = secrets.randbelow(CONFLICT_BACKOFF_MS * (attempt + 1) + 1)
+                        await asyncio.sleep(backoff_ms / 1000)
                         continue
                     raise router_error(exc, what=self.name) from exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
