@@ -1,0 +1,818 @@
+"""decide(spec, state, observations, now) -> Decision: the whole failover policy, pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from crossfade.engine.health import (
+    HealthChange,
+    is_failed,
+    is_stale,
+    observe_capacity,
+    observe_health,
+)
+from crossfade.engine.observations import Observations, ProviderErrorKind, ProviderObservation
+from crossfade.engine.plan import (
+    Action,
+    ConditionStatus,
+    ConditionType,
+    EmitEvent,
+    EventType,
+    RecordTransition,
+    ScalePlacement,
+    SetCondition,
+    SetWeights,
+    is_effect,
+)
+from crossfade.engine.policy import PoolPolicy, Role, TrafficMode, policy_from_spec
+from crossfade.engine.state import FLAP_WINDOW_S, Health, PlacementState, PoolState
+from crossfade.engine.weights import WEIGHT_TOTAL, Weights, all_to, apportion, step_toward
+
+
+class Mode:
+    """Whether the plan's effects are applied."""
+
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"  # failover.automatic: false -> effects are only proposed
+    PAUSED = "Paused"  # spec.paused -> effects are only proposed
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The new state, the actions to apply, and the effects withheld (manual or paused)."""
+
+    state: PoolState
+    plan: tuple[Action, ...]
+    proposed: tuple[Action, ...] = ()
+    target_weights: Mapping[str, int] | None = None
+    mode: str = Mode.AUTOMATIC
+
+
+def _fmt_weights(weights: Mapping[str, int]) -> str:
+    return ", ".join(f"{name}={weight}" for name, weight in weights.items())
+
+
+def _valid_observed(weights: Mapping[str, int] | None, names: tuple[str, ...]) -> Weights | None:
+    if not weights:
+        return None
+    picked = {name: int(weights.get(name, 0)) for name in names}
+    if any(w < 0 for w in picked.values()) or sum(picked.values()) <= 0:
+        return None
+    if sum(picked.values()) == WEIGHT_TOTAL:
+        return picked
+    return apportion({k: float(v) for k, v in picked.items()}, order=names)
+
+
+def _observe_provider(
+    state: PoolState,
+    placement_state: PlacementState,
+    *,
+    name: str,
+    observation: ProviderObservation | None,
+    policy: PoolPolicy,
+    now: float,
+    actions: list[Action],
+) -> None:
+    if observation is None:
+        return
+    if placement_state.last_provider_at is not None and (
+        observation.at <= placement_state.last_provider_at
+    ):
+        return
+    placement_state.last_provider_at = observation.at
+    placement_state.last_seen_at = max(observation.at, placement_state.last_seen_at or 0.0)
+    if observation.desired is not None:
+        placement_state.desired = observation.desired
+    if observation.error is None:
+        placement_state.provider_error = None
+        entry = state.ice.entries.get(name)
+        grown = (
+            observation.ready is not None
+            and observation.desired is not None
+            and observation.ready >= observation.desired
+        )
+        if entry is not None and grown and now >= entry.until:
+            state.ice.flush(name)
+        return
+    placement_state.provider_error = observation.error.value
+    placement_state.provider_error_at = observation.at
+    if observation.error is ProviderErrorKind.INSUFFICIENT_CAPACITY:
+        if state.ice.is_unavailable(name, now=now):
+            return
+        backoff_s = state.ice.mark_unavailable(
+            name, now=now, base_backoff_s=policy.ice_backoff_s, message=observation.message
+        )
+        actions.append(
+            EmitEvent(
+                EventType.WARNING,
+                "InsufficientCapacity",
+                f"{name}: cloud reports insufficient capacity "
+                f"({observation.message or 'no detail'}); skipping it for {backoff_s:.0f} s "
+                f"(strike {state.ice.strikes(name)})",
+            )
+        )
+
+
+def _spill_over(
+    policy: PoolPolicy, usable: list[str], capacity: Mapping[str, int], demand: int
+) -> dict[str, float]:
+    served: dict[str, float] = {}
+    remaining = demand
+    for name in usable:
+        if remaining <= 0:
+            break
+        give = min(remaining, capacity[name])
+        if give > 0:
+            served[name] = float(give)
+            remaining -= give
+    return served
+
+
+def _water_fill(
+    policy: PoolPolicy, usable: list[str], capacity: Mapping[str, int], demand: int
+) -> dict[str, float]:
+    """Weighted mode: shares by placement weight, none above what its capacity can serve."""
+    served = dict.fromkeys(usable, 0.0)
+    open_names = list(usable)
+    remaining = float(demand)
+    while open_names and remaining > 1e-9:
+        wanted = {n: float(policy.placement(n).weight or 1) for n in open_names}
+        total = sum(wanted.values())
+        capped = []
+        for name in open_names:
+            offer = remaining * wanted[name] / total
+            room = capacity[name] - served[name]
+            if offer >= room:
+                capped.append(name)
+        if not capped:
+            for name in open_names:
+                served[name] += remaining * wanted[name] / total
+            remaining = 0.0
+            break
+        for name in capped:
+            room = capacity[name] - served[name]
+            served[name] += room
+            remaining -= room
+            open_names.remove(name)
+    return {name: share for name, share in served.items() if share > 0}
+
+
+def _rank(policy: PoolPolicy) -> dict[str, int]:
+    return {name: index for index, name in enumerate(policy.names)}
+
+
+def _active(weights: Mapping[str, int] | None, rank: Mapping[str, int]) -> str | None:
+    if not weights:
+        return None
+    return min(
+        (name for name, w in weights.items() if w > 0),
+        key=lambda name: (-weights[name], rank.get(name, len(rank))),
+        default=None,
+    )
+
+
+def decide(spec: Any, state: PoolState | None, observations: Observations, now: float) -> Decision:
+    """Compute the next state and plan for one pool; pure and deterministic.
+
+    ``spec`` is an InferencePoolSpec, a spec mapping, or a prepared PoolPolicy.
+    """
+    policy = policy_from_spec(spec)
+    names = policy.names
+    rank = _rank(policy)
+    old = state if state is not None else PoolState()
+    s = old.copy()
+    actions: list[Action] = []
+    if s.started_at is None:
+        s.started_at = now
+    s.decisions += 1
+    for stale_name in [n for n in s.placements if n not in rank]:
+        del s.placements[stale_name]
+    if s.weights is not None:
+        s.weights = {name: s.weights.get(name, 0) for name in names}
+        if sum(s.weights.values()) != WEIGHT_TOTAL:
+            s.weights = _valid_observed(s.weights, names)
+
+    manual = policy.paused or not policy.automatic
+    traffic = observations.traffic
+    observed = _valid_observed(traffic.weights if traffic else None, names)
+    if observed is not None and (s.weights is None or manual):
+        s.weights = observed
+    current = s.weights
+
+    # 1. Observe: capacity, cloud errors (ICE cache), health with hysteresis.
+    for placement in policy.placements:
+        name = placement.name
+        ps = s.placement(name)
+        provider = observations.latest_provider(name)
+        observe_capacity(
+            ps, placement=placement, nodes=observations.latest_nodes(name), provider=provider
+        )
+        _observe_provider(
+            s, ps, name=name, observation=provider, policy=policy, now=now, actions=actions
+        )
+        changes = observe_health(
+            ps,
+            name=name,
+            policy=policy,
+            probes=observations.probes_for(name),
+            carries_traffic=bool(current and current.get(name, 0) > 0),
+            now=now,
+        )
+        actions.extend(_health_event(change) for change in changes)
+        if is_failed(ps, policy=policy, now=now) and ps.failed_at is None:
+            ps.failed_at = now
+
+    capacity: dict[str, int | None] = {}
+    for name in names:
+        ps = s.placements[name]
+        fresh = not is_stale(ps, policy=policy, now=now)
+        capacity[name] = ps.ready_accelerators if fresh else None
+
+    # 2. Which placements may carry traffic now.
+    usable: list[str] = []
+    unknown_with_capacity: list[str] = []
+    waiting_failback: list[str] = []
+    for name in names:
+        ps = s.placements[name]
+        cap = capacity[name]
+        if cap is None or cap <= 0 or is_failed(ps, policy=policy, now=now):
+            continue
+        if ps.failed_at is not None:
+            recovered = (
+                ps.health is Health.HEALTHY
+                and ps.healthy_since is not None
+                and now - ps.healthy_since >= policy.failback_delay_s
+            )
+            if not recovered:
+                waiting_failback.append(name)
+                continue
+            ps.failed_at = None
+        holds = bool(current and current.get(name, 0) > 0)
+        if ps.health is Health.HEALTHY or (holds and ps.health is Health.UNHEALTHY):
+            usable.append(name)
+        elif ps.health is Health.UNKNOWN:
+            (usable if holds else unknown_with_capacity).append(name)
+    if not usable:
+        usable = unknown_with_capacity
+
+    # 3. Fail-static: observations missing, or everything unhealthy at once.
+    fail_static_reason: str | None = None
+    fail_static_message = ""
+    fresh_names = [
+        n
+        for n in names
+        if capacity[n] is not None or not is_stale(s.placements[n], policy=policy, now=now)
+    ]
+    warm = [
+        n for n in fresh_names if (s.placements[n].total_nodes or 0) > 0 or (capacity[n] or 0) > 0
+    ]
+    if not fresh_names:
+        fail_static_reason = "ObservationsMissing"
+        fail_static_message = (
+            f"no observation of any placement for more than "
+            f"{3 * policy.period_s} s; the observer may be broken"
+        )
+    elif warm and all(s.placements[n].health is Health.UNHEALTHY for n in warm):
+        fail_static_reason = "AllPlacementsUnhealthy"
+        fail_static_message = "every placement with nodes looks unhealthy at once: " + "; ".join(
+            f"{n}: {s.placements[n].message}" for n in warm
+        )
+    elif not usable:
+        fail_static_reason = "NoReadyCapacity"
+        fail_static_message = "no placement has ready, healthy capacity: " + "; ".join(
+            f"{n}: {capacity[n] if capacity[n] is not None else 'unknown'} ready accelerators, "
+            f"{s.placements[n].health.value}"
+            for n in names
+        )
+
+    # 4. Target weights.
+    target: Weights | None = None
+    if fail_static_reason is None:
+        target = _target_weights(
+            policy, s=s, usable=usable, capacity=capacity, current=current, rank=rank
+        )
+
+    new_weights: Weights | None = current
+    weight_reason = ""
+    weight_message = ""
+    if fail_static_reason is not None:
+        if not s.fail_static or s.fail_static_reason != fail_static_reason:
+            actions.append(EmitEvent(EventType.WARNING, "FailStatic", fail_static_message))
+        s.fail_static = True
+        s.fail_static_reason = fail_static_reason
+        if new_weights is None:
+            new_weights = s.last_good_weights or all_to(policy.preferred.name, names)
+            weight_reason = "FailStaticInitialWeights"
+            weight_message = f"no safe target; holding {_fmt_weights(new_weights)}"
+    else:
+        if s.fail_static:
+            actions.append(
+                EmitEvent(EventType.NORMAL, "FailStaticCleared", "observations are usable again")
+            )
+        s.fail_static = False
+        s.fail_static_reason = None
+        assert target is not None
+        if current is None:
+            new_weights = target
+            weight_reason = "InitialWeights"
+            weight_message = f"first decision: {_fmt_weights(target)}"
+        else:
+            new_weights, weight_reason, weight_message = _move(
+                policy,
+                s=s,
+                current=current,
+                target=target,
+                capacity=capacity,
+                rank=rank,
+                now=now,
+                actions=actions,
+            )
+    if new_weights is not None and new_weights != s.weights:
+        actions.append(SetWeights(dict(new_weights), weight_reason, weight_message))
+        actions.append(EmitEvent(EventType.NORMAL, weight_reason, weight_message))
+    s.weights = dict(new_weights) if new_weights is not None else None
+    if s.weights is not None and not s.fail_static:
+        s.last_good_weights = dict(s.weights)
+    if s.shift_to is not None and target is not None and s.weights == target:
+        duration = int(now - (s.shift_started_at or now))
+        done = f"{s.shift_reason or 'Shift'}Completed"
+        message = (
+            f"traffic moved from {s.shift_from} to {s.shift_to} in {duration} s: "
+            f"{_fmt_weights(s.weights)}"
+        )
+        actions.append(
+            RecordTransition(
+                now, s.shift_from, s.shift_to, done, message, duration_seconds=duration
+            )
+        )
+        actions.append(EmitEvent(EventType.NORMAL, done, message))
+        s.shift_from = s.shift_to = s.shift_reason = None
+        s.shift_started_at = None
+
+    # 5. Capacity: warm before shift, ICE spill-over, warm standby floor, scale-down last.
+    if fail_static_reason != "ObservationsMissing":
+        actions.extend(
+            _scale(
+                policy,
+                s=s,
+                target=target,
+                capacity=capacity,
+                now=now,
+                allow_down=fail_static_reason is None,
+            )
+        )
+
+    actions.extend(
+        _conditions(
+            policy,
+            s=s,
+            target=target,
+            capacity=capacity,
+            traffic_weights=observed,
+            traffic_readable=traffic is not None and traffic.weights is not None,
+            traffic_drift=bool(traffic and traffic.drift),
+            rank=rank,
+            waiting=waiting_failback,
+        )
+    )
+
+    mode = (
+        Mode.PAUSED if policy.paused else (Mode.MANUAL if not policy.automatic else Mode.AUTOMATIC)
+    )
+    if mode == Mode.AUTOMATIC:
+        return Decision(state=s, plan=tuple(actions), target_weights=target, mode=mode)
+    withheld = [a for a in actions if is_effect(a) or isinstance(a, RecordTransition)]
+    kept = [a for a in actions if not (is_effect(a) or isinstance(a, RecordTransition))]
+    _restore_effect_fields(s, old=old, observed=observed)
+    if withheld:
+        what = "paused" if mode == Mode.PAUSED else "automatic failover is off"
+        summary = "; ".join(_describe(a) for a in withheld if is_effect(a))
+        kept.append(
+            EmitEvent(EventType.NORMAL, "RecommendationOnly", f"{what}; would do: {summary}")
+        )
+    return Decision(
+        state=s, plan=tuple(kept), proposed=tuple(withheld), target_weights=target, mode=mode
+    )
+
+
+def _describe(action: Action) -> str:
+    if isinstance(action, ScalePlacement):
+        return f"scale {action.placement} to {action.desired} ({action.reason})"
+    if isinstance(action, SetWeights):
+        return f"set weights {_fmt_weights(action.weights)} ({action.reason})"
+    return type(action).__name__
+
+
+def _restore_effect_fields(s: PoolState, *, old: PoolState, observed: Weights | None) -> None:
+    """Manual or paused: remember observations, but not effects that were never applied."""
+    s.weights = observed if observed is not None else (dict(old.weights) if old.weights else None)
+    s.transitions = list(old.transitions)
+    s.shift_from, s.shift_to = old.shift_from, old.shift_to
+    s.shift_reason, s.shift_started_at = old.shift_reason, old.shift_started_at
+    s.last_step_at = old.last_step_at
+    s.flap_guarded = old.flap_guarded
+    for name, ps in s.placements.items():
+        before = old.placements.get(name)
+        if ps.last_provider_at == (before.last_provider_at if before else None):
+            ps.desired = before.desired if before else None
+            ps.requested_at = before.requested_at if before else None
+
+
+def _health_event(change: HealthChange) -> EmitEvent:
+    kind = EventType.WARNING if change.after is Health.UNHEALTHY else EventType.NORMAL
+    return EmitEvent(
+        kind,
+        change.reason,
+        f"{change.placement}: {change.before.value} -> {change.after.value}: {change.message}",
+    )
+
+
+def _target_weights(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    usable: list[str],
+    capacity: Mapping[str, int | None],
+    current: Mapping[str, int] | None,
+    rank: Mapping[str, int],
+) -> Weights:
+    caps = {name: capacity[name] or 0 for name in usable}
+    demand = policy.demand_accelerators
+    if policy.mode is TrafficMode.CAPACITY_PROPORTIONAL:
+        shares = {name: float(caps[name]) for name in usable if caps[name] > 0}
+        served = min(float(demand), sum(shares.values()))
+        scale = served / sum(shares.values()) if shares else 0.0
+        shares = {name: share * scale for name, share in shares.items()}
+    elif policy.mode is TrafficMode.WEIGHTED:
+        shares = _water_fill(policy, usable, caps, demand)
+    else:
+        shares = _spill_over(policy, usable, caps, demand)
+    unserved = demand - sum(shares.values())
+    if current and unserved > 1e-9:
+        # Warm before shift: what the targets cannot serve yet stays where it is, as long
+        # as that placement still has nodes to serve it with.
+        holders = {
+            name: float(weight)
+            for name, weight in current.items()
+            if weight > 0 and name not in shares and (capacity.get(name) or 0) > 0
+        }
+        held = sum(holders.values())
+        for name, weight in holders.items():
+            shares[name] = unserved * weight / held
+    return apportion(shares, order=sorted(shares, key=lambda n: rank[n]))
+
+
+def _move(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    current: Weights,
+    target: Weights,
+    capacity: Mapping[str, int | None],
+    rank: Mapping[str, int],
+    now: float,
+    actions: list[Action],
+) -> tuple[Weights, str, str]:
+    names = policy.names
+    target = {name: target.get(name, 0) for name in names}
+    forced = [n for n in names if current.get(n, 0) > 0 and capacity[n] == 0]
+    current_active = _active(current, rank)
+    target_active = _active(target, rank)
+    goal = target
+    if target_active != current_active and s.shift_to != target_active:
+        recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
+        s.transitions = recent
+        if len(recent) >= policy.max_failovers_per_hour and not forced:
+            if not s.flap_guarded:
+                actions.append(
+                    EmitEvent(
+                        EventType.WARNING,
+                        "FlapGuard",
+                        f"holding traffic on {current_active}: {len(recent)} transitions in the "
+                        f"last hour reached maxFailoversPerHour {policy.max_failovers_per_hour}; "
+                        f"wanted {_fmt_weights(target)}",
+                    )
+                )
+            s.flap_guarded = True
+            return dict(current), "FlapGuard", "flap guard holds traffic"
+        kind = _shift_kind(
+            policy,
+            s=s,
+            source=current_active,
+            goal=target_active,
+            forced=forced,
+            now=now,
+            rank=rank,
+        )
+        message = _shift_message(
+            policy,
+            s=s,
+            source=current_active,
+            goal=target_active,
+            kind=kind,
+            capacity=capacity,
+            now=now,
+        )
+        s.transitions = [*recent, now]
+        s.shift_from, s.shift_to, s.shift_reason = current_active, target_active, kind
+        s.shift_started_at = now
+        actions.append(RecordTransition(now, current_active, target_active, kind, message))
+        actions.append(
+            EmitEvent(EventType.WARNING if kind == "Failover" else EventType.NORMAL, kind, message)
+        )
+    s.flap_guarded = False
+    moved = dict(current)
+    reason = s.shift_reason or "Rebalance"
+    if forced:
+        freed = sum(moved[n] for n in forced)
+        for name in forced:
+            moved[name] = 0
+        for name in sorted(goal, key=lambda n: rank[n]):
+            if freed <= 0:
+                break
+            give = min(freed, max(0, goal[name] - moved[name]))
+            moved[name] += give
+            freed -= give
+        if freed > 0:
+            receiver = target_active or next(n for n in names if moved[n] > 0)
+            moved[receiver] += freed
+        reason = "NoReadyCapacity"
+    stepped = s.last_step_at is not None and now - s.last_step_at < policy.period_s
+    if moved != goal and not stepped:
+        moved = step_toward(moved, goal, step_percent=policy.step_percent)
+        s.last_step_at = now
+    elif forced:
+        s.last_step_at = now
+    message = (
+        f"{_fmt_weights(moved)} toward {_fmt_weights(goal)} (stepPercent {policy.step_percent})"
+    )
+    if forced:
+        message = f"{', '.join(forced)} has no ready capacity; {message}"
+    return moved, reason, message
+
+
+def _shift_kind(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    source: str | None,
+    goal: str | None,
+    forced: list[str],
+    now: float,
+    rank: Mapping[str, int],
+) -> str:
+    if source is None or goal is None:
+        return "Rebalance"
+    ps = s.placements[source]
+    if source in forced or is_failed(ps, policy=policy, now=now) or ps.health is Health.UNHEALTHY:
+        return "Failover"
+    if rank[goal] < rank[source]:
+        return "Failback"
+    return "Rebalance"
+
+
+def _shift_message(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    source: str | None,
+    goal: str | None,
+    kind: str,
+    capacity: Mapping[str, int | None],
+    now: float,
+) -> str:
+    parts = [f"{kind} from {source} to {goal}"]
+    if source is not None:
+        ps = s.placements[source]
+        evidence = f"{source} is {ps.health.value} ({ps.reason}: {ps.message})"
+        if ps.unhealthy_since is not None:
+            evidence += (
+                f", unhealthy for {now - ps.unhealthy_since:.0f} s, "
+                f"tolerationSeconds {policy.toleration_s}"
+            )
+        parts.append(evidence)
+    if goal is not None:
+        gs = s.placements[goal]
+        healthy_for = f", healthy for {now - gs.healthy_since:.0f} s" if gs.healthy_since else ""
+        parts.append(
+            f"{goal} is {gs.health.value} with {capacity.get(goal)} ready accelerators{healthy_for}"
+        )
+        if kind == "Failback":
+            parts.append(f"failbackDelaySeconds {policy.failback_delay_s}")
+    return "; ".join(parts)
+
+
+def _scale(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    target: Weights | None,
+    capacity: Mapping[str, int | None],
+    now: float,
+    allow_down: bool,
+) -> list[Action]:
+    actions: list[Action] = []
+    remaining = policy.demand_accelerators
+    for placement in policy.placements:
+        name = placement.name
+        ps = s.placements[name]
+        current_desired = ps.desired
+        sick = ps.health is Health.UNHEALTHY or is_failed(ps, policy=policy, now=now)
+        if sick:
+            continue  # neither grow nor shrink a failing placement: it may come back
+        if s.ice.is_unavailable(name, now=now):
+            reach = capacity[name] or 0
+        else:
+            reach = placement.max_accelerators
+        alloc = min(max(remaining, 0), reach)
+        remaining -= alloc
+        desired = placement.nodes_for(alloc)
+        if placement.role is Role.STANDBY:
+            floor = min(policy.warm_standby_nodes, placement.max_nodes)
+            desired = max(desired, floor)
+        if current_desired is not None and desired == current_desired:
+            continue
+        if s.ice.is_unavailable(name, now=now) and (
+            current_desired is None or desired > current_desired
+        ):
+            continue
+        carries = bool(s.weights and s.weights.get(name, 0) > 0) or bool(
+            target and target.get(name, 0) > 0
+        )
+        if current_desired is not None and desired < current_desired:
+            if not allow_down or carries:
+                continue  # scale down only after traffic has left it
+            reason = "TrafficLeft"
+            message = f"{name} carries no traffic; scaling {current_desired} -> {desired} nodes" + (
+                " (warm standby floor)" if placement.role is Role.STANDBY else ""
+            )
+        else:
+            reason = (
+                "WarmBeforeShift"
+                if alloc > 0 and name != policy.preferred.name
+                else ("WarmStandby" if alloc == 0 else "ServeDemand")
+            )
+            before = current_desired if current_desired is not None else "unknown"
+            message = (
+                f"{name}: {alloc} of {policy.demand_accelerators} accelerators planned here; "
+                f"{before} -> {desired} nodes"
+            )
+        throttled = (
+            ps.provider_error == ProviderErrorKind.THROTTLED.value
+            and ps.provider_error_at is not None
+            and now - ps.provider_error_at < policy.period_s
+        )
+        if throttled:
+            continue  # the cloud asked us to slow down; the next decision retries
+        actions.append(ScalePlacement(name, desired, reason, message))
+        ps.desired = desired
+        ps.requested_at = now
+    return actions
+
+
+def _conditions(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    target: Weights | None,
+    capacity: Mapping[str, int | None],
+    traffic_weights: Weights | None,
+    traffic_readable: bool,
+    traffic_drift: bool,
+    rank: Mapping[str, int],
+    waiting: list[str],
+) -> list[Action]:
+    true, false, unknown = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+    weights = s.weights or {}
+    active = _active(weights, rank)
+    serving = [
+        n
+        for n, w in weights.items()
+        if w > 0 and (capacity.get(n) or 0) > 0 and s.placements[n].health is not Health.UNHEALTHY
+    ]
+    out: list[Action] = []
+    if serving:
+        out.append(
+            SetCondition(
+                ConditionType.READY,
+                true,
+                "Serving",
+                f"serving from {', '.join(serving)}: {_fmt_weights(weights)}",
+            )
+        )
+    else:
+        out.append(
+            SetCondition(
+                ConditionType.READY,
+                false,
+                s.fail_static_reason or "NotServing",
+                "no healthy placement with ready capacity holds traffic",
+            )
+        )
+    troubled = [n for n in policy.names if s.placements[n].health is Health.UNHEALTHY]
+    iced = sorted(s.ice.entries)
+    if troubled or iced or s.flap_guarded:
+        bits = [f"{n} {s.placements[n].reason}" for n in troubled]
+        bits += [f"{n} InsufficientCapacity" for n in iced]
+        if s.flap_guarded:
+            bits.append("flap guard holding traffic")
+        reason = (
+            "FlapGuard"
+            if s.flap_guarded
+            else ("PlacementUnhealthy" if troubled else "InsufficientCapacity")
+        )
+        out.append(SetCondition(ConditionType.DEGRADED, true, reason, "; ".join(bits)))
+    else:
+        out.append(
+            SetCondition(ConditionType.DEGRADED, false, "AllHealthy", "every placement healthy")
+        )
+    if s.shift_to is not None:
+        out.append(
+            SetCondition(
+                ConditionType.FAILING_OVER,
+                true,
+                s.shift_reason or "Shifting",
+                f"moving traffic from {s.shift_from} to {s.shift_to}",
+            )
+        )
+    else:
+        msg = "no shift in progress"
+        if waiting:
+            msg += (
+                f"; waiting out failbackDelaySeconds {policy.failback_delay_s} "
+                f"for {', '.join(waiting)}"
+            )
+        out.append(SetCondition(ConditionType.FAILING_OVER, false, "Steady", msg))
+    preferred = policy.preferred.name
+    if active is not None and active != preferred:
+        out.append(
+            SetCondition(
+                ConditionType.FAILED_OVER,
+                true,
+                "ServingFromFallback",
+                f"most traffic on {active}, preferred is {preferred}",
+            )
+        )
+    else:
+        out.append(
+            SetCondition(
+                ConditionType.FAILED_OVER,
+                false,
+                "ServingFromPreferred",
+                f"most traffic on {preferred}",
+            )
+        )
+    if s.fail_static:
+        out.append(
+            SetCondition(
+                ConditionType.FAIL_STATIC,
+                true,
+                s.fail_static_reason or "FailStatic",
+                f"holding last-known-good weights {_fmt_weights(weights)}",
+            )
+        )
+    else:
+        out.append(
+            SetCondition(
+                ConditionType.FAIL_STATIC,
+                false,
+                "ObservationsUsable",
+                "acting on fresh observations",
+            )
+        )
+    if not traffic_readable:
+        out.append(
+            SetCondition(
+                ConditionType.TRAFFIC_SYNCED,
+                unknown,
+                "TrafficUnreadable",
+                "no traffic layer reading in this decision",
+            )
+        )
+    elif traffic_drift:
+        out.append(
+            SetCondition(
+                ConditionType.TRAFFIC_SYNCED, false, "Drift", "another manager changed the weights"
+            )
+        )
+    elif traffic_weights == s.weights:
+        out.append(
+            SetCondition(
+                ConditionType.TRAFFIC_SYNCED,
+                true,
+                "Synced",
+                f"traffic layer holds {_fmt_weights(weights)}",
+            )
+        )
+    else:
+        out.append(
+            SetCondition(
+                ConditionType.TRAFFIC_SYNCED,
+                false,
+                "Pending",
+                "traffic layer does not hold the planned weights yet",
+            )
+        )
+    return out
