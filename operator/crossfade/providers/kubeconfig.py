@@ -1,0 +1,103 @@
+"""Build a kubernetes_asyncio client for another cluster from a kubeconfig stored in a Secret.
+
+Cluster API's convention is a Secret ``<cluster>-kubeconfig`` with the kubeconfig under the
+key ``value``; both are defaults here. The kubeconfig's content (tokens, client keys) never
+appears in errors or logs: only the Secret's namespace/name and key are named.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from crossfade.providers.errors import (
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    ProviderError,
+    ProviderUnavailable,
+    Throttled,
+)
+
+KUBECONFIG_SECRET_KEY = "value"  # noqa: S105 (a key name, not a secret)
+KUBECONFIG_SECRET_SUFFIX = "-kubeconfig"  # noqa: S105 (a name suffix, not a secret)
+
+
+def capi_kubeconfig_secret_name(cluster_name: str) -> str:
+    """Return the Secret name Cluster API gives a cluster's admin kubeconfig."""
+    return f"{cluster_name}{KUBECONFIG_SECRET_SUFFIX}"
+
+
+def map_api_exception(error: ApiException, *, what: str) -> ProviderError:
+    """Translate a Kubernetes API error into crossfade's typed provider errors."""
+    status = int(error.status or 0)
+    message = f"{what}: HTTP {status} {error.reason or ''}".rstrip()
+    if status == 404:
+        return NotFound(message)
+    if status in (401, 403):
+        return PermissionDenied(message)
+    if status == 429:
+        return Throttled(message)
+    if status in (400, 409, 422):
+        return InvalidRequest(message)
+    return ProviderUnavailable(message)
+
+
+def parse_kubeconfig(raw: bytes | str, *, source: str) -> dict[str, Any]:
+    """Parse kubeconfig YAML; ``source`` names where it came from (never its content)."""
+    try:
+        loaded = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise InvalidRequest(f"{source} is not valid YAML") from None
+    if not isinstance(loaded, dict) or not loaded.get("clusters"):
+        raise InvalidRequest(f"{source} is not a kubeconfig (no clusters)")
+    return loaded
+
+
+async def api_client_from_kubeconfig(
+    kubeconfig: Mapping[str, Any], *, context: str | None = None
+) -> client.ApiClient:
+    """Return a new ``ApiClient`` for the kubeconfig's (current) context; close it when done."""
+    configuration = client.Configuration()
+    try:
+        await config.load_kube_config_from_dict(
+            dict(kubeconfig), context=context, client_configuration=configuration
+        )
+    except (config.ConfigException, KeyError, ValueError, TypeError):
+        raise InvalidRequest(
+            "kubeconfig cannot be loaded (missing context, user or cluster)"
+        ) from None
+    return client.ApiClient(configuration)
+
+
+async def read_kubeconfig_secret(
+    api: client.ApiClient, *, namespace: str, name: str, key: str = KUBECONFIG_SECRET_KEY
+) -> dict[str, Any]:
+    """Read and parse the kubeconfig stored under ``key`` in Secret ``namespace/name``."""
+    source = f"Secret {namespace}/{name} key {key!r}"
+    try:
+        secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        raise map_api_exception(error, what=f"read Secret {namespace}/{name}") from None
+    encoded = (secret.data or {}).get(key)
+    if encoded is None:
+        raise InvalidRequest(f"{source} is missing")
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{source} is not base64") from None
+    return parse_kubeconfig(raw, source=source)
+
+
+async def api_client_from_secret(
+    api: client.ApiClient, *, namespace: str, name: str, key: str = KUBECONFIG_SECRET_KEY
+) -> client.ApiClient:
+    """Return an ``ApiClient`` for the cluster whose kubeconfig is in Secret ``namespace/name``."""
+    kubeconfig = await read_kubeconfig_secret(api, namespace=namespace, name=name, key=key)
+    return await api_client_from_kubeconfig(kubeconfig)
