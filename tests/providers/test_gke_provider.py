@@ -143,7 +143,7 @@ async def test_autoscaled_pool_is_scaled_through_its_floor_across_zones(
     after = await gke.describe()
     assert (after.desired, after.min_size, after.max_size) == (4, 4, 8)
     assert state.node_count(AUTOSCALED.name) == 4
-    body = [r.body for r in state.requests if r.method == "POST"][0]
+    body = next(r.body for r in state.requests if r.method == "POST")
     parsed = container_v1.SetNodePoolAutoscalingRequest.from_json(
         json.dumps(body), ignore_unknown_fields=False
     )

@@ -36,6 +36,7 @@ NODE_POOL_PATH = re.compile(
     r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/clusters/[^/]+/nodePools/[^/:]+)"
     r"(?::(?P<verb>setSize|setAutoscaling))?$"
 )
+SHUTDOWN_POLL_INTERVAL_S = 0.05
 OPERATION_PATH = re.compile(r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/operations/[^/]+)$")
 STOCKOUT_MESSAGE = (
     "Instance '{pool}-{zone}' creation failed: The zone '{zone}' does not have enough "
@@ -466,7 +467,10 @@ class GKEServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gke-server", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL_S},
+            name="gke-server",
+            daemon=True,
         )
 
     @property
