@@ -289,8 +289,9 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
 
     # 4. Target weights.
     target: Weights | None = None
+    intended: str | None = None
     if fail_static_reason is None:
-        target = _target_weights(
+        target, intended = _target_weights(
             policy, s=s, usable=usable, capacity=capacity, current=current, rank=rank
         )
 
@@ -324,6 +325,7 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
                 s=s,
                 current=current,
                 target=target,
+                intended=intended,
                 capacity=capacity,
                 rank=rank,
                 now=now,
@@ -331,11 +333,18 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
             )
     if new_weights is not None and new_weights != s.weights:
         actions.append(SetWeights(dict(new_weights), weight_reason, weight_message))
-        actions.append(EmitEvent(EventType.NORMAL, weight_reason, weight_message))
+        actions.append(
+            EmitEvent(EventType.NORMAL, "TrafficStep", f"{weight_reason}: {weight_message}")
+        )
     s.weights = dict(new_weights) if new_weights is not None else None
     if s.weights is not None and not s.fail_static:
         s.last_good_weights = dict(s.weights)
-    if s.shift_to is not None and target is not None and s.weights == target:
+    if (
+        s.shift_to is not None
+        and target is not None
+        and s.weights == target
+        and _active(target, rank) == s.shift_to
+    ):
         duration = int(now - (s.shift_started_at or now))
         done = f"{s.shift_reason or 'Shift'}Completed"
         message = (
@@ -437,7 +446,8 @@ def _target_weights(
     capacity: Mapping[str, int | None],
     current: Mapping[str, int] | None,
     rank: Mapping[str, int],
-) -> Weights:
+) -> tuple[Weights, str | None]:
+    """Return the weights to move toward and the placement meant to carry most traffic."""
     caps = {name: capacity[name] or 0 for name in usable}
     demand = policy.demand_accelerators
     if policy.mode is TrafficMode.CAPACITY_PROPORTIONAL:
@@ -449,6 +459,9 @@ def _target_weights(
         shares = _water_fill(policy, usable, caps, demand)
     else:
         shares = _spill_over(policy, usable, caps, demand)
+    intended = min(shares, key=lambda n: (-shares[n], rank[n]), default=None)
+    if policy.mode is TrafficMode.ACTIVE_PASSIVE and shares:
+        intended = min(shares, key=lambda n: rank[n])
     unserved = demand - sum(shares.values())
     if current and unserved > 1e-9:
         # Warm before shift: what the targets cannot serve yet stays where it is, as long
@@ -461,7 +474,8 @@ def _target_weights(
         held = sum(holders.values())
         for name, weight in holders.items():
             shares[name] = unserved * weight / held
-    return apportion(shares, order=sorted(shares, key=lambda n: rank[n]))
+    weights = apportion(shares, order=sorted(shares, key=lambda n: rank[n]))
+    return {name: weights.get(name, 0) for name in policy.names}, intended
 
 
 def _move(
@@ -470,6 +484,7 @@ def _move(
     s: PoolState,
     current: Weights,
     target: Weights,
+    intended: str | None,
     capacity: Mapping[str, int | None],
     rank: Mapping[str, int],
     now: float,
@@ -479,7 +494,7 @@ def _move(
     target = {name: target.get(name, 0) for name in names}
     forced = [n for n in names if current.get(n, 0) > 0 and capacity[n] == 0]
     current_active = _active(current, rank)
-    target_active = _active(target, rank)
+    target_active = intended
     goal = target
     if target_active != current_active and s.shift_to != target_active:
         recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
