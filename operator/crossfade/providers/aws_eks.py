@@ -1,0 +1,347 @@
+"""AWS EKS managed node group provider: describe, scale with idempotency tokens, detect ICE.
+
+Calls per placement are kept low on purpose (AWS throttles describe calls account-wide):
+``describe`` answers from a short cache at steady state and reads the node group's update
+and Auto Scaling activities only while a scale-up it started is still settling.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from crossfade.providers.aws_api import (
+    INSUFFICIENT_CAPACITY_CODES,
+    AutoScalingApi,
+    CallObserver,
+    EksApi,
+    RetryPolicy,
+    mentions_insufficient_capacity,
+)
+from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
+from crossfade.providers.errors import InvalidRequest, NotFound, ProviderError
+from crossfade.providers.ratelimit import RateLimiters
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling.type_defs import ActivityTypeDef
+    from mypy_boto3_eks.type_defs import NodegroupTypeDef
+
+log = logging.getLogger(__name__)
+
+PROVIDER_TYPE = "EKSNodeGroup"
+PLACEMENT_MEMBER = "eksNodeGroup"
+
+# At steady state a describe is served from cache for this long: with a 10 s reconcile
+# period that is 2 DescribeNodegroup calls per placement per minute.
+DESCRIBE_CACHE_TTL_S = 30.0
+# While a scale-up crossfade started is settling, the cache is shorter and the update and
+# the Auto Scaling group's activities are read too, to see ICE as early as AWS reports it.
+SETTLING_CACHE_TTL_S = 10.0
+SETTLE_WINDOW_S = 300.0
+# Activities that started this long before the scale-up still count (clock skew).
+ACTIVITY_CLOCK_SLACK_S = 30.0
+
+UPDATING_STATUSES = frozenset({"CREATING", "UPDATING"})
+UPDATE_IN_PROGRESS = "InProgress"
+UPDATE_FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+ACTIVITY_FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+# Generic EKS launch failure codes whose message names the EC2 cause (ICE or not).
+LAUNCH_FAILURE_CODES = frozenset({"AsgInstanceLaunchFailures", "NodeCreationFailure"})
+ACTIVITY_ISSUE_CODE = "AsgScalingActivityFailed"
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class EksNodeGroupRef:
+    """Which node group a placement means."""
+
+    region: str
+    cluster: str
+    nodegroup: str
+
+    @classmethod
+    def from_placement(cls, placement: Mapping[str, Any]) -> EksNodeGroupRef:
+        """Read ``provider.eksNodeGroup {region, clusterName, nodegroupName}`` (wire form)."""
+        provider = placement.get("provider") or {}
+        member = provider.get(PLACEMENT_MEMBER) or {}
+        try:
+            return cls(
+                region=str(member["region"]),
+                cluster=str(member["clusterName"]),
+                nodegroup=str(member["nodegroupName"]),
+            )
+        except KeyError as missing:
+            raise InvalidRequest(
+                f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}",
+                code="InvalidPlacement",
+            ) from None
+
+
+def classify_health_issue(
+    code: str, message: str, resource_ids: tuple[str, ...] = ()
+) -> HealthIssue:
+    """Return the issue, marked insufficient-capacity when its code or cause says so."""
+    ice = code in INSUFFICIENT_CAPACITY_CODES or (
+        code in LAUNCH_FAILURE_CODES and mentions_insufficient_capacity(message) is not None
+    )
+    return HealthIssue(
+        code=code, message=message, insufficient_capacity=ice, resource_ids=resource_ids
+    )
+
+
+def issues_from_activities(
+    activities: list[ActivityTypeDef], *, group: str, since: float
+) -> tuple[HealthIssue, ...]:
+    """Return ICE issues from failed scaling activities that started at ``since`` or later."""
+    issues: list[HealthIssue] = []
+    for activity in activities:
+        started: datetime | None = activity.get("StartTime")
+        if started is not None and started.timestamp() < since:
+            continue
+        message = activity.get("StatusMessage", "") or activity.get("Description", "")
+        code = mentions_insufficient_capacity(message)
+        if activity.get("StatusCode") in ACTIVITY_FAILED_STATUSES or code is not None:
+            issues.append(
+                HealthIssue(
+                    code=code or ACTIVITY_ISSUE_CODE,
+                    message=message,
+                    insufficient_capacity=code is not None,
+                    resource_ids=(group,),
+                )
+            )
+    return tuple(issues)
+
+
+def state_from_nodegroup(nodegroup: NodegroupTypeDef) -> NodeGroupState:
+    """Return the provider-neutral state of a DescribeNodegroup answer."""
+    scaling = nodegroup.get("scalingConfig", {})
+    issues = tuple(
+        classify_health_issue(
+            str(issue.get("code", "")),
+            issue.get("message", ""),
+            tuple(issue.get("resourceIds", [])),
+        )
+        for issue in nodegroup.get("health", {}).get("issues", [])
+    )
+    status = str(nodegroup.get("status", "UNKNOWN"))
+    return NodeGroupState(
+        desired=int(scaling.get("desiredSize", 0)),
+        min_size=int(scaling.get("minSize", 0)),
+        max_size=int(scaling.get("maxSize", 0)),
+        ready=None,  # EKS does not say; the nodes' own Ready condition does (probes)
+        status=status,
+        updating=status in UPDATING_STATUSES,
+        health_issues=issues,
+    )
+
+
+@dataclass
+class _Tracking:
+    """What this provider remembers about its own last scale-up."""
+
+    update_id: str | None = None
+    scaled_at: float | None = None
+    update_tracking_supported: bool = True
+    last_update_status: str | None = None
+    asg_names: tuple[str, ...] = field(default=())
+
+
+class EksNodeGroupProvider:
+    """``CapacityProvider`` for one EKS managed node group (see base.CapacityProvider)."""
+
+    def __init__(
+        self,
+        *,
+        ref: EksNodeGroupRef,
+        eks: EksApi,
+        autoscaling: AutoScalingApi | None = None,
+        clock: Clock = time.time,
+        cache_ttl_s: float = DESCRIBE_CACHE_TTL_S,
+    ) -> None:
+        self.ref = ref
+        self._eks = eks
+        self._autoscaling = autoscaling
+        self._clock = clock
+        self._cache_ttl_s = cache_ttl_s
+        self._cached: NodeGroupState | None = None
+        self._cached_at = 0.0
+        self._tracking = _Tracking()
+
+    @property
+    def name(self) -> str:
+        return f"eks/{self.ref.region}/{self.ref.cluster}/{self.ref.nodegroup}"
+
+    def _settling(self, now: float) -> bool:
+        scaled_at = self._tracking.scaled_at
+        return scaled_at is not None and now - scaled_at < SETTLE_WINDOW_S
+
+    async def describe(self) -> NodeGroupState:
+        """Return the node group's state (cached; see DESCRIBE_CACHE_TTL_S)."""
+        now = self._clock()
+        ttl_s = SETTLING_CACHE_TTL_S if self._settling(now) else self._cache_ttl_s
+        if self._cached is not None and now - self._cached_at < ttl_s:
+            return self._cached
+        return await self._refresh(now)
+
+    async def _refresh(self, now: float) -> NodeGroupState:
+        nodegroup = await self._eks.describe_nodegroup(
+            cluster=self.ref.cluster, nodegroup=self.ref.nodegroup
+        )
+        state = state_from_nodegroup(nodegroup)
+        self._tracking.asg_names = tuple(
+            group["name"]
+            for group in nodegroup.get("resources", {}).get("autoScalingGroups", [])
+            if "name" in group
+        )
+        if self._settling(now):
+            state = await self._with_settling_details(state)
+        self._cached, self._cached_at = state, now
+        return state
+
+    async def _with_settling_details(self, state: NodeGroupState) -> NodeGroupState:
+        updating = state.updating
+        issues = list(state.health_issues)
+        tracking = self._tracking
+        if tracking.update_id and tracking.update_tracking_supported:
+            try:
+                update = await self._eks.describe_update(
+                    cluster=self.ref.cluster,
+                    nodegroup=self.ref.nodegroup,
+                    update_id=tracking.update_id,
+                )
+            except NotFound:
+                # An endpoint without DescribeUpdate (moto) or an expired id: rely on status.
+                tracking.update_tracking_supported = False
+            else:
+                tracking.last_update_status = str(update.get("status", ""))
+                updating = updating or tracking.last_update_status == UPDATE_IN_PROGRESS
+                if tracking.last_update_status in UPDATE_FAILED_STATUSES:
+                    issues.extend(
+                        classify_health_issue(
+                            str(error.get("errorCode", "UpdateFailed")),
+                            error.get("errorMessage", ""),
+                            tuple(error.get("resourceIds", [])),
+                        )
+                        for error in update.get("errors", [])
+                    )
+        if self._autoscaling is not None and tracking.scaled_at is not None:
+            since = tracking.scaled_at - ACTIVITY_CLOCK_SLACK_S
+            for group in tracking.asg_names:
+                try:
+                    activities = await self._autoscaling.recent_scaling_activities(group=group)
+                except NotFound:
+                    continue
+                issues.extend(issues_from_activities(activities, group=group, since=since))
+        return NodeGroupState(
+            desired=state.desired,
+            min_size=state.min_size,
+            max_size=state.max_size,
+            ready=state.ready,
+            status=state.status,
+            updating=updating,
+            health_issues=_unique(issues),
+        )
+
+    async def scale(self, *, desired: int, token: str) -> ScaleResult:
+        """Set the node group's desired size with ``token`` as the EKS clientRequestToken."""
+        now = self._clock()
+        current = await self._refresh(now)
+        if not current.min_size <= desired <= current.max_size:
+            raise InvalidRequest(
+                f"{self.name}: desired {desired} outside {current.min_size}..{current.max_size}",
+                code="DesiredOutsideMinMax",
+            )
+        if current.desired == desired:
+            return ScaleResult(
+                desired=desired, changed=False, previous=current.desired, token=token
+            )
+        attempts_before = self._eks.caller.attempts["UpdateNodegroupConfig"]
+        try:
+            update = await self._eks.update_nodegroup_scaling(
+                cluster=self.ref.cluster,
+                nodegroup=self.ref.nodegroup,
+                scaling={"desiredSize": desired},
+                token=token,
+            )
+        except ProviderError as error:
+            log.warning(
+                "eks scale failed",
+                extra={"provider": self.name, "desired": desired, "error_code": error.code},
+            )
+            raise
+        finally:
+            self._cached = None
+        writes = self._eks.caller.attempts["UpdateNodegroupConfig"] - attempts_before
+        update_id = update.get("id")
+        status = str(update.get("status", ""))
+        self._tracking = _Tracking(
+            update_id=update_id,
+            scaled_at=now if desired > current.desired else None,
+            update_tracking_supported=self._tracking.update_tracking_supported,
+            last_update_status=status,
+            asg_names=self._tracking.asg_names,
+        )
+        log.info(
+            "eks scale requested",
+            extra={
+                "provider": self.name,
+                "previous": current.desired,
+                "desired": desired,
+                "update_id": update_id,
+                "update_status": status,
+                "writes": writes,
+            },
+        )
+        return ScaleResult(
+            desired=desired,
+            changed=True,
+            in_progress=status == UPDATE_IN_PROGRESS,
+            previous=current.desired,
+            token=token,
+            update_id=update_id,
+            writes=writes,
+        )
+
+
+def _unique(issues: list[HealthIssue]) -> tuple[HealthIssue, ...]:
+    return tuple(dict.fromkeys(issues))
+
+
+@dataclass(frozen=True)
+class AwsProviderContext:
+    """Process-wide AWS plumbing shared by every EKS placement (buckets are per account)."""
+
+    limiters: RateLimiters = field(default_factory=RateLimiters)
+    endpoint_url: str | None = None  # tests and VPC endpoints only; credentials never here
+    retry: RetryPolicy | None = None
+    observer: CallObserver | None = None
+    clock: Clock = time.time
+
+
+def build_eks_provider(
+    placement: Mapping[str, Any], context: AwsProviderContext
+) -> EksNodeGroupProvider:
+    """Registry factory: the provider of one ``EKSNodeGroup`` placement (wire form)."""
+    ref = EksNodeGroupRef.from_placement(placement)
+    options: dict[str, Any] = {"retry": context.retry, "observer": context.observer}
+    return EksNodeGroupProvider(
+        ref=ref,
+        eks=EksApi.create(
+            region=ref.region,
+            limiters=context.limiters,
+            endpoint_url=context.endpoint_url,
+            **options,
+        ),
+        autoscaling=AutoScalingApi.create(
+            region=ref.region,
+            limiters=context.limiters,
+            endpoint_url=context.endpoint_url,
+            **options,
+        ),
+        clock=context.clock,
+    )
