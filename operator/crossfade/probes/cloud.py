@@ -1,0 +1,142 @@
+"""Cloud probe: a provider's ``describe()`` behind a circuit breaker, as a ProviderObservation.
+
+A cloud control-plane outage shows up here (errors, then an open breaker) before serving
+fails, and an open breaker stops the operator from hammering an API that is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from crossfade.engine.observations import ProviderErrorKind, ProviderObservation
+from crossfade.probes.breaker import CircuitBreaker
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DESCRIBE_TIMEOUT_S = 10.0
+MESSAGE_MAX_CHARS = 300
+# Errors that say the API itself is unwell; the others are answers from a working API.
+BREAKER_ERROR_KINDS = frozenset({ProviderErrorKind.THROTTLED, ProviderErrorKind.UNAVAILABLE})
+
+
+class HealthIssueView(Protocol):
+    """The part of ``providers.base.HealthIssue`` this probe reads."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def insufficient_capacity(self) -> bool: ...
+
+
+class NodeGroupStateView(Protocol):
+    """The part of ``providers.base.NodeGroupState`` this probe reads."""
+
+    @property
+    def desired(self) -> int: ...
+    @property
+    def min_size(self) -> int: ...
+    @property
+    def max_size(self) -> int: ...
+    @property
+    def ready(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def updating(self) -> bool: ...
+    @property
+    def health_issues(self) -> Sequence[HealthIssueView]: ...
+
+
+class Describable(Protocol):
+    """Structural view of ``providers.base.CapacityProvider``: only ``describe`` is used."""
+
+    async def describe(self) -> NodeGroupStateView: ...
+
+
+def error_kind_of(exc: BaseException) -> ProviderErrorKind:
+    """The typed kind of a provider error (``ProviderError.kind``); unknown means unavailable."""
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, ProviderErrorKind) else ProviderErrorKind.UNAVAILABLE
+
+
+class CloudProbe:
+    """Describes one placement's node group through its provider's shared breaker."""
+
+    def __init__(
+        self,
+        *,
+        placement: str,
+        provider: Describable,
+        breaker: CircuitBreaker,
+        timeout_s: float = DEFAULT_DESCRIBE_TIMEOUT_S,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.placement = placement
+        self._provider = provider
+        self._breaker = breaker
+        self._timeout_s = timeout_s
+        self._wall_clock = wall_clock
+
+    async def observe(self) -> ProviderObservation:
+        """Describe once; errors become the observation's ``error``, never an exception."""
+        at = self._wall_clock()
+        if not self._breaker.allow():
+            snap = self._breaker.snapshot()
+            return ProviderObservation(
+                placement=self.placement,
+                at=at,
+                error=ProviderErrorKind.UNAVAILABLE,
+                message=(
+                    f"CircuitOpen: {snap.consecutive_failures} consecutive API failures, "
+                    f"error rate {snap.error_rate:.0%}; not calling until the cool-down ends"
+                ),
+            )
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                state = await self._provider.describe()
+        except TimeoutError:
+            self._breaker.record_failure()
+            return self._error(at, ProviderErrorKind.UNAVAILABLE, f"Timeout: {self._timeout_s:g}s")
+        except asyncio.CancelledError:
+            self._breaker.release()
+            raise
+        except Exception as exc:  # the provider contract: typed ProviderError; be safe anyway
+            kind = error_kind_of(exc)
+            if kind in BREAKER_ERROR_KINDS:
+                self._breaker.record_failure()
+            else:
+                self._breaker.record_success()  # the API answered, it is up
+            return self._error(at, kind, f"{type(exc).__name__}: {exc}")
+        self._breaker.record_success()
+        return self._observation(at, state)
+
+    def _error(self, at: float, kind: ProviderErrorKind, message: str) -> ProviderObservation:
+        log.info(
+            "cloud probe error",
+            extra={"placement": self.placement, "error": kind.value, "message": message},
+        )
+        return ProviderObservation(
+            placement=self.placement, at=at, error=kind, message=message[:MESSAGE_MAX_CHARS]
+        )
+
+    def _observation(self, at: float, state: NodeGroupStateView) -> ProviderObservation:
+        ice = [issue for issue in state.health_issues if issue.insufficient_capacity]
+        issues = "; ".join(f"{i.code}: {i.message}" for i in state.health_issues)
+        message = f"{state.status}" + (f" ({issues})" if issues else "")
+        return ProviderObservation(
+            placement=self.placement,
+            at=at,
+            desired=state.desired,
+            ready=state.ready,
+            min_size=state.min_size,
+            max_size=state.max_size,
+            updating=state.updating,
+            error=ProviderErrorKind.INSUFFICIENT_CAPACITY if ice else None,
+            message=message[:MESSAGE_MAX_CHARS],
+        )

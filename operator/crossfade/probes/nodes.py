@@ -1,0 +1,297 @@
+"""Node probe: a watch-backed cache of one placement's Nodes, summarised as a NodeObservation.
+
+List once, then watch from the list's resourceVersion (with bookmarks); a watch that ends
+is resumed from the last resourceVersion seen, and one that expired (410 Gone) is replaced
+by a fresh list. Only the few facts the engine needs are kept per Node, so a cache of a
+large node group stays small, and reading it costs no API call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from crossfade.engine.observations import NodeObservation
+
+log = logging.getLogger(__name__)
+
+ACCELERATOR_RESOURCES = ("nvidia.com/gpu", "aws.amazon.com/neuron", "google.com/tpu")
+DEFAULT_WATCH_TIMEOUT_S = 300
+WATCH_CLIENT_GRACE_S = 30
+RETRY_BACKOFF_S = 1.0
+RETRY_BACKOFF_MAX_S = 30.0
+HTTP_GONE = 410
+
+
+class WatchExpiredError(Exception):
+    """The resourceVersion a watch resumed from is too old (410 Gone): list again."""
+
+
+class NodeCacheNotSyncedError(Exception):
+    """The cache has not completed its first list yet, so it knows nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What the node probe keeps of one Node."""
+
+    name: str
+    ready: bool
+    cordoned: bool
+    accelerators: int
+    created_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSummary:
+    """Counts over a placement's Nodes at one moment.
+
+    ``allocatable_accelerators`` counts only Ready, uncordoned Nodes: the accelerators
+    new model replicas could actually be scheduled onto.
+    """
+
+    total: int
+    ready: int
+    not_ready: int
+    cordoned: int
+    allocatable_accelerators: int
+    ages_s: Mapping[str, float]
+
+    def to_observation(self, *, placement: str, at: float) -> NodeObservation:
+        return NodeObservation(
+            placement=placement,
+            at=at,
+            ready_nodes=self.ready,
+            total_nodes=self.total,
+            allocatable_accelerators=self.allocatable_accelerators,
+            not_ready=self.not_ready,
+            cordoned=self.cordoned,
+        )
+
+
+def node_facts(node: Mapping[str, Any]) -> NodeFacts:
+    """Extract the facts from a Node as the API serves it (a JSON dict)."""
+    metadata = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or ()
+    )
+    allocatable = status.get("allocatable") or {}
+    accelerators = sum(_count(allocatable.get(name)) for name in ACCELERATOR_RESOURCES)
+    return NodeFacts(
+        name=str(metadata.get("name", "")),
+        ready=ready,
+        cordoned=bool(spec.get("unschedulable", False)),
+        accelerators=accelerators,
+        created_at=_epoch(metadata.get("creationTimestamp")),
+    )
+
+
+def summarize(facts: Iterable[NodeFacts], *, now: float) -> NodeSummary:
+    nodes = list(facts)
+    ready = [n for n in nodes if n.ready]
+    return NodeSummary(
+        total=len(nodes),
+        ready=len(ready),
+        not_ready=len(nodes) - len(ready),
+        cordoned=sum(1 for n in nodes if n.cordoned),
+        allocatable_accelerators=sum(n.accelerators for n in ready if not n.cordoned),
+        ages_s={n.name: max(0.0, now - n.created_at) for n in nodes if n.created_at is not None},
+    )
+
+
+def _count(quantity: object) -> int:
+    # Extended resources such as nvidia.com/gpu are whole numbers by API validation.
+    try:
+        return max(0, int(str(quantity)))
+    except ValueError:
+        return 0
+
+
+def _epoch(timestamp: object) -> float | None:
+    if not isinstance(timestamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+async def _raise_for_status(response: aiohttp.ClientResponse) -> None:
+    # With _preload_content=False the generated client hands back any status unchecked.
+    if 200 <= response.status < 300:
+        return
+    if response.status == HTTP_GONE:
+        raise WatchExpiredError(f"HTTP {response.status}")
+    raise ApiException(status=response.status, reason=response.reason)
+
+
+def label_selector(labels: Mapping[str, str]) -> str:
+    """Render equality labels as a Kubernetes label selector."""
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class NodeCache:
+    """Keeps the facts of the Nodes matching ``selector`` current; ``start()``, then read."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        selector: str,
+        watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.selector = selector
+        self.lists = 0
+        self.watches = 0
+        self._core = client.CoreV1Api(api)
+        self._watch_timeout_s = watch_timeout_s
+        self._wall_clock = wall_clock
+        self._nodes: dict[str, NodeFacts] = {}
+        self._synced = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._resource_version: str | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"node-cache[{self.selector}]")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def __aenter__(self) -> NodeCache:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def summary(self, *, now: float | None = None) -> NodeSummary:
+        if not self.synced:
+            raise NodeCacheNotSyncedError(self.selector)
+        return summarize(self._nodes.values(), now=self._wall_clock() if now is None else now)
+
+    def observe(self, *, placement: str) -> NodeObservation:
+        """The current summary as the engine's observation (raises if not synced yet)."""
+        at = self._wall_clock()
+        return self.summary(now=at).to_observation(placement=placement, at=at)
+
+    async def wait_until(
+        self, predicate: Callable[[NodeSummary], bool], *, timeout_s: float
+    ) -> NodeSummary:
+        """Wait (event-driven, no polling) until the summary satisfies ``predicate``."""
+        async with asyncio.timeout(timeout_s), self._changed:
+            while True:
+                if self.synced:
+                    summary = self.summary()
+                    if predicate(summary):
+                        return summary
+                await self._changed.wait()
+
+    async def _run(self) -> None:
+        backoff_s = RETRY_BACKOFF_S
+        while True:
+            try:
+                if self._resource_version is None:
+                    self._resource_version = await self._list()
+                self._resource_version = await self._watch(self._resource_version)
+                backoff_s = RETRY_BACKOFF_S
+            except WatchExpiredError:
+                log.info("node watch expired, listing again", extra={"selector": self.selector})
+                self._resource_version = None
+            except (ApiException, aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+                log.warning(
+                    "node watch failed, retrying",
+                    extra={"selector": self.selector, "error": type(exc).__name__},
+                )
+                self._resource_version = None
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(RETRY_BACKOFF_MAX_S, backoff_s * 2)
+
+    async def _list(self) -> str:
+        response = await self._raw(label_selector=self.selector)
+        try:
+            await _raise_for_status(response)
+            body = json.loads(await response.read())
+        finally:
+            response.release()
+        self.lists += 1
+        nodes = {}
+        for item in body.get("items") or ():
+            facts = node_facts(item)
+            nodes[facts.name] = facts
+        self._nodes = nodes
+        self._synced.set()
+        await self._notify()
+        return str(body["metadata"]["resourceVersion"])
+
+    async def _watch(self, resource_version: str) -> str:
+        """Follow one watch request to its end; return the last resourceVersion seen."""
+        self.watches += 1
+        await self._notify()  # waiters may be counting watches
+        response = await self._raw(
+            label_selector=self.selector,
+            watch=True,
+            allow_watch_bookmarks=True,
+            resource_version=resource_version,
+            timeout_seconds=self._watch_timeout_s,
+            _request_timeout=self._watch_timeout_s + WATCH_CLIENT_GRACE_S,
+        )
+        try:
+            await _raise_for_status(response)
+            while line := await response.content.readline():
+                resource_version = await self._apply(json.loads(line), resource_version)
+        finally:
+            response.release()
+        return resource_version
+
+    async def _raw(self, **params: Any) -> aiohttp.ClientResponse:
+        # Raw JSON: building V1Node models for every event would cost far more CPU.
+        response = await self._core.list_node(_preload_content=False, **params)
+        return cast(aiohttp.ClientResponse, response)
+
+    async def _apply(self, event: Mapping[str, Any], resource_version: str) -> str:
+        """Apply one watch event to the cache; return the resourceVersion to resume from."""
+        kind = event.get("type")
+        obj = event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == HTTP_GONE:
+                raise WatchExpiredError(str(obj.get("message", "")))
+            raise ApiException(status=obj.get("code"), reason=str(obj.get("message", "")))
+        new_version = str((obj.get("metadata") or {}).get("resourceVersion") or resource_version)
+        if kind == "BOOKMARK":
+            return new_version
+        facts = node_facts(obj)
+        if kind == "DELETED":
+            self._nodes.pop(facts.name, None)
+        elif kind in ("ADDED", "MODIFIED"):
+            self._nodes[facts.name] = facts
+        await self._notify()
+        return new_version
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,169 @@
+"""The cloud probe turns describe results and typed errors into ProviderObservations."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from crossfade.engine.observations import ProviderErrorKind
+from crossfade.probes.breaker import BreakerState, CircuitBreaker
+from crossfade.probes.cloud import CloudProbe
+
+
+@dataclass(frozen=True)
+class Issue:
+    code: str
+    message: str
+    insufficient_capacity: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    desired: int = 3
+    min_size: int = 0
+    max_size: int = 10
+    ready: int | None = 2
+    status: str = "ACTIVE"
+    updating: bool = False
+    health_issues: tuple[Issue, ...] = ()
+
+
+class TypedError(Exception):
+    def __init__(self, kind: ProviderErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class ScriptedProvider:
+    """Answers describe() from a script: a State, an exception to raise, or "hang"."""
+
+    script: list[object] = field(default_factory=list)
+    calls: int = 0
+    hanging: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def describe(self) -> State:
+        self.calls += 1
+        step = self.script.pop(0) if self.script else State()
+        if step == "hang":
+            self.hanging.set()
+            await asyncio.Event().wait()
+        if isinstance(step, BaseException):
+            raise step
+        assert isinstance(step, State)
+        return step
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def probe_with(
+    provider: ScriptedProvider, clock: FakeClock, *, timeout_s: float = 5.0
+) -> tuple[CloudProbe, CircuitBreaker]:
+    breaker = CircuitBreaker(failure_threshold=2, cool_down_s=60, clock=clock)
+    probe = CloudProbe(
+        placement="eks-a",
+        provider=provider,
+        breaker=breaker,
+        timeout_s=timeout_s,
+        wall_clock=lambda: 1_700_000_000.0 + clock.now,
+    )
+    return probe, breaker
+
+
+async def test_describe_result_becomes_observation() -> None:
+    provider = ScriptedProvider([State(desired=4, ready=3, updating=True)])
+    probe, _ = probe_with(provider, FakeClock())
+    seen = await probe.observe()
+    assert (seen.placement, seen.desired, seen.ready, seen.min_size, seen.max_size) == (
+        "eks-a",
+        4,
+        3,
+        0,
+        10,
+    )
+    assert seen.updating and seen.error is None and seen.at == 1_700_000_000.0
+
+
+async def test_insufficient_capacity_health_issue_is_reported_as_error_kind() -> None:
+    issue = Issue("AsgInstanceLaunchFailures", "no p5 capacity in use1-az2", True)
+    probe, breaker = probe_with(ScriptedProvider([State(health_issues=(issue,))]), FakeClock())
+    seen = await probe.observe()
+    assert seen.error is ProviderErrorKind.INSUFFICIENT_CAPACITY
+    assert "no p5 capacity" in seen.message
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_api_outage_opens_breaker_then_half_open_trial_closes_it() -> None:
+    clock = FakeClock()
+    down = TypedError(ProviderErrorKind.UNAVAILABLE, "503 from eks")
+    provider = ScriptedProvider([down, down])
+    probe, breaker = probe_with(provider, clock)
+    assert (await probe.observe()).error is ProviderErrorKind.UNAVAILABLE
+    assert (await probe.observe()).error is ProviderErrorKind.UNAVAILABLE
+    assert breaker.state is BreakerState.OPEN
+    gated = await probe.observe()
+    assert gated.error is ProviderErrorKind.UNAVAILABLE and "CircuitOpen" in gated.message
+    assert provider.calls == 2  # the open breaker did not call the API
+    clock.now += 60
+    recovered = await probe.observe()
+    assert recovered.error is None and recovered.desired == 3
+    assert breaker.state is BreakerState.CLOSED and provider.calls == 3
+
+
+async def test_answers_from_a_working_api_do_not_trip_the_breaker() -> None:
+    clock = FakeClock()
+    errors: list[object] = [
+        TypedError(ProviderErrorKind.NOT_FOUND, "no such nodegroup"),
+        TypedError(ProviderErrorKind.PERMISSION_DENIED, "denied"),
+        TypedError(ProviderErrorKind.NOT_FOUND, "no such nodegroup"),
+    ]
+    probe, breaker = probe_with(ScriptedProvider(errors), clock)
+    kinds = [(await probe.observe()).error for _ in range(3)]
+    assert kinds == [
+        ProviderErrorKind.NOT_FOUND,
+        ProviderErrorKind.PERMISSION_DENIED,
+        ProviderErrorKind.NOT_FOUND,
+    ]
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_throttling_and_untyped_errors_count_as_api_failures() -> None:
+    clock = FakeClock()
+    script: list[object] = [
+        TypedError(ProviderErrorKind.THROTTLED, "Rate exceeded"),
+        RuntimeError("bug"),
+    ]
+    probe, breaker = probe_with(ScriptedProvider(script), clock)
+    assert (await probe.observe()).error is ProviderErrorKind.THROTTLED
+    second = await probe.observe()
+    assert second.error is ProviderErrorKind.UNAVAILABLE and "RuntimeError" in second.message
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_hung_describe_times_out_and_counts_as_failure() -> None:
+    clock = FakeClock()
+    probe, breaker = probe_with(ScriptedProvider(["hang"]), clock, timeout_s=0.05)
+    seen = await probe.observe()
+    assert seen.error is ProviderErrorKind.UNAVAILABLE and seen.message.startswith("Timeout")
+    assert breaker.snapshot().consecutive_failures == 1
+
+
+async def test_cancelled_trial_releases_the_half_open_slot() -> None:
+    clock = FakeClock()
+    down = TypedError(ProviderErrorKind.UNAVAILABLE, "down")
+    provider = ScriptedProvider([down, down, "hang"])
+    probe, breaker = probe_with(provider, clock)
+    await probe.observe()
+    await probe.observe()
+    clock.now += 60
+    task = asyncio.create_task(probe.observe())
+    await provider.hanging.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert breaker.allow()  # the slot came back
