@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
 from tests.routers.httproute_fixtures import (
     GITOPS,
     INFERENCE_GROUP,
@@ -92,6 +94,34 @@ async def test_shift_changes_only_weights_and_keeps_every_other_field(
     }
     # Atomic rules list: whoever changed a weight owns .spec.rules, and that is crossfade now.
     assert managers_of_rules(after_second) == {FIELD_MANAGER}
+
+
+async def test_after_a_shift_a_non_forced_gitops_apply_conflicts_on_the_whole_rules_list(
+    gateway_crds: TestCluster, kube: Any, namespace: str
+) -> None:
+    # Documents why crossfade cannot own only the weights (docs/traffic.md): rules is atomic.
+    aws, gcp = two_services(namespace, gateway_crds)
+    manifest = route(namespace, rules=[steered_rule([aws, gcp])])
+    gateway_crds.apply_manifest(manifest, field_manager=GITOPS)
+    await make_router(kube, namespace, [aws, gcp]).apply({"aws": 100, "gcp": 0})
+    manifest["spec"]["rules"][0]["timeouts"] = {"request": "60s"}  # git changes a timeout
+
+    with gateway_crds.api_client() as api, pytest.raises(ApiException) as conflict:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GATEWAY_GROUP,
+            "v1",
+            namespace,
+            "httproutes",
+            "chat",
+            manifest,
+            field_manager=GITOPS,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    assert conflict.value.status == 409
+    causes = json.loads(conflict.value.body)["details"]["causes"]
+    assert [c["field"] for c in causes] == [".spec.rules"]
+    assert causes[0]["message"].startswith(f'conflict with "{FIELD_MANAGER}"')
 
 
 async def test_applying_the_weights_already_held_makes_no_write(
