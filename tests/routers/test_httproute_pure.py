@@ -15,8 +15,12 @@ from crossfade.routers.base import (
     BackendMismatchError,
     InvalidWeightsError,
     RouteLimitExceededError,
+    RouteNotFoundError,
+    RouteReading,
+    RouterError,
     to_crossfade_scale,
     to_layer_scale,
+    traffic_synced,
     validate_weights,
 )
 from crossfade.routers.httproute import (
@@ -290,3 +294,30 @@ def test_more_backends_than_the_api_allows_are_refused_up_front() -> None:
     target = HTTPRouteTarget(namespace=NS, name="chat", backends=backends)
     with pytest.raises(RouteLimitExceededError, match="16 backendRefs"):
         HTTPRouteRouter(api_client=None, target=target)  # type: ignore[arg-type]
+
+
+def reading(
+    *, accepted: bool | None, drift: bool = False, reason: str = "Accepted"
+) -> RouteReading:
+    return RouteReading(
+        weights={"aws": 100}, accepted=accepted, drift=drift, message="m", reason=reason
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "expected"),
+    [
+        (reading(accepted=True), ("True", "Accepted")),
+        (reading(accepted=None, reason="Pending"), ("Unknown", "Pending")),
+        (reading(accepted=False, reason="RefsNotResolved"), ("False", "RefsNotResolved")),
+        (reading(accepted=True, drift=True, reason="WeightsDrifted"), ("False", "WeightsDrifted")),
+        (BackendMismatchError("rule #0 does not match"), ("False", "BackendMismatch")),
+        (RouteNotFoundError("gone"), ("False", "RouteNotFound")),
+    ],
+)
+def test_traffic_synced_condition(
+    outcome: RouteReading | RouterError, expected: tuple[str, str]
+) -> None:
+    condition = traffic_synced(outcome)
+    assert (condition.status, condition.reason) == expected
+    assert condition.message

@@ -219,3 +219,24 @@ def to_crossfade_scale(
     for name in by_fraction[:remainder]:
         result[name] += 1
     return result
+
+
+@dataclass(frozen=True)
+class TrafficSynced:
+    """The pool's TrafficSynced condition as a router sees it (status True/False/Unknown)."""
+
+    status: str
+    reason: str
+    message: str
+
+
+def traffic_synced(outcome: RouteReading | RouterError) -> TrafficSynced:
+    """Turn a reading (or the error that replaced it) into the TrafficSynced condition."""
+    if isinstance(outcome, RouterError):
+        return TrafficSynced(status="False", reason=outcome.reason, message=outcome.message)
+    if outcome.drift:
+        return TrafficSynced(status="False", reason=outcome.reason, message=outcome.message)
+    if outcome.accepted is None:
+        return TrafficSynced(status="Unknown", reason=outcome.reason, message=outcome.message)
+    status = "True" if outcome.accepted else "False"
+    return TrafficSynced(status=status, reason=outcome.reason, message=outcome.message)
