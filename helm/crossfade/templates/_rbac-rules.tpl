@@ -36,7 +36,8 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
   verbs: ["get", "list", "watch"]
 {{- end }}
 {{- if .Values.rbac.inferenceExtension }}
-- apiGroups: ["inference.networking.k8s.io"]
+# Inference Extension pools as HTTPRoute backends: the GA group and the alpha one.
+- apiGroups: ["inference.networking.k8s.io", "inference.networking.x-k8s.io"]
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch"]
 {{- end }}
