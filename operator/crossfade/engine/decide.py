@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,24 @@ from crossfade.engine.plan import (
 from crossfade.engine.policy import PoolPolicy, Role, TrafficMode, policy_from_spec
 from crossfade.engine.state import FLAP_WINDOW_S, Health, PlacementState, PoolState
 from crossfade.engine.weights import WEIGHT_TOTAL, Weights, all_to, apportion, step_toward
+
+# A placement that carried traffic or was planned to is kept at its size this long after
+# it stopped being needed, so a flapping neighbour does not make it scale up and down.
+SCALE_DOWN_AFTER_S = 300
+
+# Events about weight moves; with effects withheld they would describe things not done.
+SHIFT_EVENT_REASONS = frozenset(
+    {
+        "Failover",
+        "Failback",
+        "Rebalance",
+        "TrafficStep",
+        "FlapGuard",
+        "FailoverCompleted",
+        "FailbackCompleted",
+        "RebalanceCompleted",
+    }
+)
 
 
 class Mode:
@@ -221,8 +240,6 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
             now=now,
         )
         actions.extend(_health_event(change) for change in changes)
-        if is_failed(ps, policy=policy, now=now) and ps.failed_at is None:
-            ps.failed_at = now
 
     capacity: dict[str, int | None] = {}
     for name in names:
@@ -274,7 +291,7 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
             f"no observation of any placement for more than "
             f"{3 * policy.period_s} s; the observer may be broken"
         )
-    elif warm and all(s.placements[n].health is Health.UNHEALTHY for n in warm):
+    elif len(warm) > 1 and all(s.placements[n].health is Health.UNHEALTHY for n in warm):
         fail_static_reason = "AllPlacementsUnhealthy"
         fail_static_message = "every placement with nodes looks unhealthy at once: " + "; ".join(
             f"{n}: {s.placements[n].message}" for n in warm
@@ -286,6 +303,13 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
             f"{s.placements[n].health.value}"
             for n in names
         )
+
+    if fail_static_reason is None:
+        # Under fail-static nothing moved, so a recovery there is not a failback.
+        for name in names:
+            ps = s.placements[name]
+            if ps.failed_at is None and is_failed(ps, policy=policy, now=now):
+                ps.failed_at = now
 
     # 4. Target weights.
     target: Weights | None = None
@@ -391,19 +415,27 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
         Mode.PAUSED if policy.paused else (Mode.MANUAL if not policy.automatic else Mode.AUTOMATIC)
     )
     if mode == Mode.AUTOMATIC:
+        s.last_proposal = None
         return Decision(state=s, plan=tuple(actions), target_weights=target, mode=mode)
-    withheld = [a for a in actions if is_effect(a) or isinstance(a, RecordTransition)]
-    kept = [a for a in actions if not (is_effect(a) or isinstance(a, RecordTransition))]
+    withheld = [a for a in actions if _withheld(a)]
+    kept = [a for a in actions if not _withheld(a)]
     _restore_effect_fields(s, old=old, observed=observed)
-    if withheld:
+    summary = "; ".join(_describe(a) for a in withheld if is_effect(a)) or None
+    if summary is not None and summary != old.last_proposal:
         what = "paused" if mode == Mode.PAUSED else "automatic failover is off"
-        summary = "; ".join(_describe(a) for a in withheld if is_effect(a))
         kept.append(
             EmitEvent(EventType.NORMAL, "RecommendationOnly", f"{what}; would do: {summary}")
         )
+    s.last_proposal = summary
     return Decision(
         state=s, plan=tuple(kept), proposed=tuple(withheld), target_weights=target, mode=mode
     )
+
+
+def _withheld(action: Action) -> bool:
+    if is_effect(action) or isinstance(action, RecordTransition):
+        return True
+    return isinstance(action, EmitEvent) and action.reason in SHIFT_EVENT_REASONS
 
 
 def _describe(action: Action) -> str:
@@ -473,7 +505,8 @@ def _target_weights(
         }
         held = sum(holders.values())
         for name, weight in holders.items():
-            shares[name] = unserved * weight / held
+            # A holder keeps at most what it has now: holding over never grows a placement.
+            shares[name] = min(unserved * weight / held, weight / WEIGHT_TOTAL * demand)
     weights = apportion(shares, order=sorted(shares, key=lambda n: rank[n]))
     return {name: weights.get(name, 0) for name in policy.names}, intended
 
@@ -499,19 +532,6 @@ def _move(
     if target_active != current_active and s.shift_to != target_active:
         recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
         s.transitions = recent
-        if len(recent) >= policy.max_failovers_per_hour and not forced:
-            if not s.flap_guarded:
-                actions.append(
-                    EmitEvent(
-                        EventType.WARNING,
-                        "FlapGuard",
-                        f"holding traffic on {current_active}: {len(recent)} transitions in the "
-                        f"last hour reached maxFailoversPerHour {policy.max_failovers_per_hour}; "
-                        f"wanted {_fmt_weights(target)}",
-                    )
-                )
-            s.flap_guarded = True
-            return dict(current), "FlapGuard", "flap guard holds traffic"
         kind = _shift_kind(
             policy,
             s=s,
@@ -521,6 +541,19 @@ def _move(
             now=now,
             rank=rank,
         )
+        if flap_guard_blocks(kind=kind, recent=len(recent), limit=policy.max_failovers_per_hour):
+            if not s.flap_guarded:
+                actions.append(
+                    EmitEvent(
+                        EventType.WARNING,
+                        "FlapGuard",
+                        f"holding traffic on {current_active} instead of a {kind} to "
+                        f"{target_active}: {len(recent)} transitions in the last hour, "
+                        f"maxFailoversPerHour {policy.max_failovers_per_hour}",
+                    )
+                )
+            s.flap_guarded = True
+            return dict(current), "FlapGuard", "flap guard holds traffic"
         message = _shift_message(
             policy,
             s=s,
@@ -566,6 +599,20 @@ def _move(
     if forced:
         message = f"{', '.join(forced)} has no ready capacity; {message}"
     return moved, reason, message
+
+
+def flap_guard_blocks(*, kind: str, recent: int, limit: int) -> bool:
+    """Whether maxFailoversPerHour stops a transition of ``kind`` from starting now.
+
+    Leaving an unhealthy placement (Failover) is never blocked: holding traffic on a dead
+    placement would turn a flap guard into an outage. Failback and Rebalance start only
+    while at most ``limit - 2`` transitions happened in the last hour (or none), which
+    leaves room for the failover that may follow, so a flapping preferred placement
+    causes at most ``limit`` transitions per hour.
+    """
+    if kind == "Failover":
+        return False
+    return recent > 0 and recent + 2 > limit
 
 
 def _shift_kind(
@@ -640,9 +687,14 @@ def _scale(
         if s.ice.is_unavailable(name, now=now):
             reach = capacity[name] or 0
         else:
-            reach = placement.max_accelerators
+            reach = placement.max_accelerators - _broken_nodes(ps) * placement.accelerators_per_node
         alloc = min(max(remaining, 0), reach)
         remaining -= alloc
+        carries = bool(s.weights and s.weights.get(name, 0) > 0) or bool(
+            target and target.get(name, 0) > 0
+        )
+        if carries or (alloc > 0 and name != policy.preferred.name):
+            ps.last_needed_at = now
         desired = placement.nodes_for(alloc)
         if placement.role is Role.STANDBY:
             floor = min(policy.warm_standby_nodes, placement.max_nodes)
@@ -653,12 +705,10 @@ def _scale(
             current_desired is None or desired > current_desired
         ):
             continue
-        carries = bool(s.weights and s.weights.get(name, 0) > 0) or bool(
-            target and target.get(name, 0) > 0
-        )
         if current_desired is not None and desired < current_desired:
-            if not allow_down or carries:
-                continue  # scale down only after traffic has left it
+            quiet_s = now - ps.last_needed_at if ps.last_needed_at is not None else math.inf
+            if not allow_down or quiet_s < SCALE_DOWN_AFTER_S:
+                continue  # scale down only after traffic has left it, and stayed away
             reason = "TrafficLeft"
             message = f"{name} carries no traffic; scaling {current_desired} -> {desired} nodes" + (
                 " (warm standby floor)" if placement.role is Role.STANDBY else ""
@@ -685,6 +735,13 @@ def _scale(
         ps.desired = desired
         ps.requested_at = now
     return actions
+
+
+def _broken_nodes(ps: PlacementState) -> int:
+    """Nodes that exist but are not ready while no scale-up is under way: lost capacity."""
+    total, ready = ps.total_nodes or 0, ps.ready_nodes or 0
+    booting = ps.desired is not None and ps.desired > total
+    return 0 if booting else max(0, total - ready)
 
 
 def _conditions(

@@ -25,6 +25,7 @@ from crossfade.engine.observations import (
 from crossfade.engine.plan import EmitEvent, RecordTransition, ScalePlacement, SetWeights
 from crossfade.engine.policy import PlacementPolicy, PoolPolicy, policy_from_spec
 from crossfade.engine.state import PoolState
+from crossfade.engine.weights import all_to
 
 # Simulated wall clock starts here so absolute-time code paths are exercised.
 SIM_EPOCH_S = 1_800_000_000.0
@@ -297,7 +298,8 @@ def simulate(scenario: Scenario, *, initial_state: PoolState | None = None) -> S
         )
     result = SimulationResult(scenario=scenario)
     state = initial_state
-    weights: dict[str, int] | None = None
+    # The traffic layer starts with everything on the preferred placement, as configured.
+    weights: dict[str, int] | None = all_to(policy.preferred.name, policy.names)
     observer_up = True
     pending = list(scenario.events)
     for t in range(0, scenario.duration_s + 1, scenario.tick_s):
@@ -338,7 +340,9 @@ def simulate(scenario: Scenario, *, initial_state: PoolState | None = None) -> S
                 result.moments.append(Moment(t, "Event", action.reason, None, action.message))
         for action in decision.proposed:
             if isinstance(action, (SetWeights, ScalePlacement)):
-                result.moments.append(Moment(t, "Proposed", action.reason, None, str(action)))
+                result.moments.append(
+                    Moment(t, "Proposed", f"Proposed{action.reason}", None, str(action))
+                )
         result.rows.append(_row(policy, clouds, state, weights, t=t, now=now, notes=notes))
     result.final_state = state
     return result

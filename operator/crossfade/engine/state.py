@@ -47,6 +47,7 @@ class PlacementState:
     last_provider_at: float | None = None
     last_seen_at: float | None = None
     failed_at: float | None = None  # traffic left it because it failed; failback is gated
+    last_needed_at: float | None = None  # carried traffic or was planned capacity
 
     def copy(self) -> PlacementState:
         return replace(self)
@@ -88,6 +89,7 @@ class PoolState:
     fail_static: bool = False
     fail_static_reason: str | None = None
     flap_guarded: bool = False
+    last_proposal: str | None = None  # manual / paused: what was last recommended
     decisions: int = 0
 
     def copy(self) -> PoolState:
@@ -108,6 +110,7 @@ class PoolState:
             fail_static=self.fail_static,
             fail_static_reason=self.fail_static_reason,
             flap_guarded=self.flap_guarded,
+            last_proposal=self.last_proposal,
             decisions=self.decisions,
         )
 
@@ -146,6 +149,7 @@ class PoolState:
             "failStatic": self.fail_static,
             "failStaticReason": self.fail_static_reason,
             "flapGuarded": self.flap_guarded,
+            "lastProposal": self.last_proposal,
             "decisions": self.decisions,
         }
 
@@ -174,6 +178,7 @@ class PoolState:
             fail_static=bool(data.get("failStatic", False)),
             fail_static_reason=data.get("failStaticReason"),
             flap_guarded=bool(data.get("flapGuarded", False)),
+            last_proposal=data.get("lastProposal"),
             decisions=int(data.get("decisions", 0)),
         )
 
