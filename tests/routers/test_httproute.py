@@ -248,6 +248,47 @@ async def test_concurrent_weight_edit_fails_the_guard_and_the_router_replans(
     assert live_weights(get_route(gateway_crds, namespace)) == [3, 500_000]
 
 
+async def test_a_rule_inserted_before_ours_mid_write_does_not_get_our_weights(
+    gateway_crds: TestCluster, kube: Any, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aws, gcp = two_services(namespace, gateway_crds)
+    docs = BackendRef(placement="docs", name="docs-site", port=80)
+    gateway_crds.apply_manifest(service(docs.name, namespace, port=80))
+    gateway_crds.apply_manifest(route(namespace, rules=[steered_rule([aws, gcp])]))
+    router = make_router(kube, namespace, [aws, gcp])
+    real_get = router._get_route
+    calls = 0
+    inserted = {
+        "matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+        "backendRefs": [
+            {"name": docs.name, "port": 80, "weight": 1},
+            {"name": docs.name, "port": 80, "weight": 1},
+        ],
+    }
+
+    async def get_then_someone_inserts_a_rule() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        obj = await real_get()
+        if calls == 1:  # indexes shift under the patch the router is about to send
+            edit_route(
+                gateway_crds,
+                namespace,
+                [{"op": "add", "path": "/spec/rules/0", "value": inserted}],
+                manager="kubectl-edit",
+            )
+        return obj
+
+    monkeypatch.setattr(router, "_get_route", get_then_someone_inserts_a_rule)
+    result = await router.apply({"aws": 25, "gcp": 75})
+    stored = get_route(gateway_crds, namespace)
+
+    assert calls == 2  # the identity guards failed once, the re-read found our rule at 1
+    assert result.writes == 2
+    assert live_weights(stored, rule_index=0) == [1, 1]
+    assert live_weights(stored, rule_index=1) == [250_000, 750_000]
+
+
 async def test_missing_route_is_a_typed_error(kube: Any, namespace: str) -> None:
     router = make_router(kube, namespace, [BackendRef(placement="aws", name="x", port=80)])
     with pytest.raises(RouteNotFoundError):
