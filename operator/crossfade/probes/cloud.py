@@ -80,7 +80,7 @@ class CloudProbe:
         self.placement = placement
         self._provider = provider
         self._breaker = breaker
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._wall_clock = wall_clock
 
     async def observe(self) -> ProviderObservation:
@@ -98,11 +98,11 @@ class CloudProbe:
                 ),
             )
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with asyncio.timeout(self.timeout_s):
                 state = await self._provider.describe()
         except TimeoutError:
             self._breaker.record_failure()
-            return self._error(at, ProviderErrorKind.UNAVAILABLE, f"Timeout: {self._timeout_s:g}s")
+            return self._error(at, ProviderErrorKind.UNAVAILABLE, f"Timeout: {self.timeout_s:g}s")
         except asyncio.CancelledError:
             self._breaker.release()
             raise
