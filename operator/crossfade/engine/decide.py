@@ -367,7 +367,7 @@ def decide(spec: Any, state: PoolState | None, observations: Observations, now: 
         s.shift_to is not None
         and target is not None
         and s.weights == target
-        and _active(target, rank) == s.shift_to
+        and all(target[n] == 0 or n in usable for n in names)
     ):
         duration = int(now - (s.shift_started_at or now))
         done = f"{s.shift_reason or 'Shift'}Completed"
@@ -492,8 +492,6 @@ def _target_weights(
     else:
         shares = _spill_over(policy, usable, caps, demand)
     intended = min(shares, key=lambda n: (-shares[n], rank[n]), default=None)
-    if policy.mode is TrafficMode.ACTIVE_PASSIVE and shares:
-        intended = min(shares, key=lambda n: rank[n])
     unserved = demand - sum(shares.values())
     if current and unserved > 1e-9:
         # Warm before shift: what the targets cannot serve yet stays where it is, as long
@@ -529,6 +527,13 @@ def _move(
     current_active = _active(current, rank)
     target_active = intended
     goal = target
+    if (
+        s.shift_to is not None
+        and s.shift_from == current_active
+        and target_active not in (s.shift_to, current_active)
+    ):
+        # Same shift, better destination (e.g. a third placement finished booting).
+        s.shift_to = target_active
     if target_active != current_active and s.shift_to != target_active:
         recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
         s.transitions = recent
