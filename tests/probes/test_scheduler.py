@@ -269,13 +269,20 @@ async def test_duplicate_names_and_bad_periods_are_refused() -> None:
 
 async def test_buffer_drains_observations_per_pool_as_engine_input() -> None:
     buffer = ObservationBuffer()
-    async with ProbeScheduler(sink=buffer.add, error_sink=buffer.add_error) as scheduler:
+    enough = asyncio.Event()
+
+    def sink(pool: str, observation: Observation) -> None:
+        buffer.add(pool, observation)
+        if buffer.pending("p") >= 3:
+            enough.set()
+
+    async with ProbeScheduler(sink=sink, error_sink=buffer.add_error) as scheduler:
         await scheduler.set_pool(
             "p", [ProbeSpec("x", period_s=0.01, timeout_s=1, run=healthy("x"))]
         )
-        async with asyncio.timeout(WAIT_S):
-            while buffer.pending("p") < 3:
-                await asyncio.sleep(0.01)
+        await asyncio.wait_for(enough.wait(), WAIT_S)
+    buffer.add_error("p", "x: Timeout")
     drained = buffer.drain("p")
     assert len(drained.probes) >= 3 and drained.probes_for("x")
+    assert drained.errors == ("x: Timeout",)
     assert buffer.drain("p").probes == ()
