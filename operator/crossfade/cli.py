@@ -1,0 +1,158 @@
+"""`crossfade` command line: run | simulate | demo | drill | status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+GROUP = "crossfade.dev"
+VERSION = "v1alpha1"
+PLURAL = "inferencepools"
+DRILL_POLL_S = 1.0
+
+
+def _delegate(module: str, argv: Sequence[str]) -> int:
+    """Call ``module.main(argv)``; imported lazily so `run` never loads the simulator."""
+    main: Callable[[list[str]], int] = importlib.import_module(module).main
+    return int(main(list(argv)) or 0)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from crossfade.handlers.process import RunConfig, run_operator
+    from crossfade.logging import configure_logging
+
+    configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
+    config = RunConfig(
+        namespaces=tuple(args.namespace or ()),
+        health_host=args.health_host,
+        health_port=args.health_port,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        identity=args.identity or "",
+        leader_election=not args.no_leader_election,
+        period_override_s=args.period,
+    )
+    return asyncio.run(run_operator(config))
+
+
+def _custom_api() -> Any:
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.CustomObjectsApi()
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from crossfade.handlers.status_view import format_pools
+
+    api = _custom_api()
+    if args.pool:
+        pools = [
+            api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.pool)
+        ]
+    elif args.all_namespaces:
+        pools = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    else:
+        pools = api.list_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL)["items"]
+    print(format_pools(pools))
+    return 0
+
+
+def _cmd_drill(args: argparse.Namespace) -> int:
+    """Force a failover to a placement, wait until traffic is there, report the time."""
+    from crossfade.handlers.manual import FORCE_FAILOVER, RESUME
+    from crossfade.handlers.status_view import format_pool
+
+    api = _custom_api()
+
+    def annotate(annotations: dict[str, str | None]) -> None:
+        api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            args.namespace,
+            PLURAL,
+            args.pool,
+            {"metadata": {"annotations": annotations}},
+        )
+
+    started = time.monotonic()
+    annotate({FORCE_FAILOVER: args.to})
+    print(f"drill: forced failover of {args.namespace}/{args.pool} to {args.to}")
+    deadline = started + args.timeout
+    pool: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        pool = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.pool)
+        weights = (pool.get("status") or {}).get("weights") or {}
+        if weights.get(args.to) == 100:
+            print(f"drill: all traffic on {args.to} after {time.monotonic() - started:.1f} s")
+            break
+        time.sleep(DRILL_POLL_S)
+    else:
+        print(f"drill: traffic not on {args.to} within {args.timeout:.0f} s", file=sys.stderr)
+        print(format_pool(pool))
+        return 1
+    if args.resume:
+        annotate({RESUME: "drill"})
+        print("drill: resume requested; automatic control will fail back after its delay")
+    print(format_pool(pool))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crossfade", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator")
+    run.add_argument("-n", "--namespace", action="append", help="watch only these namespaces")
+    run.add_argument("--health-host", default="0.0.0.0")  # noqa: S104
+    run.add_argument("--health-port", type=int, default=8080)
+    run.add_argument("--lease-namespace", default="default")
+    run.add_argument("--lease-name", default="crossfade-leader")
+    run.add_argument("--identity", default=None, help="replica identity (default: POD_NAME)")
+    run.add_argument("--no-leader-election", action="store_true")
+    run.add_argument("--period", type=float, default=None, help="override every pool's period")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(handler=_cmd_run)
+
+    status = sub.add_parser("status", help="print a summary of InferencePools")
+    status.add_argument("pool", nargs="?")
+    status.add_argument("-n", "--namespace", default="default")
+    status.add_argument("-A", "--all-namespaces", action="store_true")
+    status.set_defaults(handler=_cmd_status)
+
+    drill = sub.add_parser("drill", help="force a failover and time it")
+    drill.add_argument("pool")
+    drill.add_argument("--to", required=True, help="placement to fail over to")
+    drill.add_argument("-n", "--namespace", default="default")
+    drill.add_argument("--timeout", type=float, default=300.0)
+    drill.add_argument("--resume", action="store_true", help="return to automatic afterwards")
+    drill.set_defaults(handler=_cmd_drill)
+
+    for name, module in (("simulate", "crossfade.simulation_report"), ("demo", "crossfade.demo")):
+        delegated = sub.add_parser(name, help=f"see `crossfade {name} --help`", add_help=False)
+        delegated.set_defaults(delegate=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `crossfade` script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] in ("simulate", "demo"):
+        module = "crossfade.simulation_report" if args_list[0] == "simulate" else "crossfade.demo"
+        return _delegate(module, args_list[1:])
+    args = build_parser().parse_args(args_list)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

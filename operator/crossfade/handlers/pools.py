@@ -1,0 +1,336 @@
+"""kopf handlers of InferencePool: validation on create/update, one loop per pool, finalizer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from crossfade.engine.plan import ConditionStatus, EmitEvent
+from crossfade.engine.policy import policy_from_spec
+from crossfade.engine.weights import all_to
+from crossfade.handlers.health import ProcessHealth
+from crossfade.handlers.metrics import OperatorMetrics
+from crossfade.handlers.reconcile import PassOutcome, PoolRuntime, reconcile_once
+from crossfade.handlers.status import iso_time, status_patch
+from crossfade.handlers.wiring import SharedClients, WiringError, build_runtime
+from crossfade.logging import log_context
+from crossfade.providers.base import idempotency_token
+from crossfade.providers.errors import ProviderError
+from crossfade.routers.base import RouterError
+
+log = logging.getLogger(__name__)
+
+GROUP = "crossfade.dev"
+VERSION = "v1alpha1"
+PLURAL = "inferencepools"
+MERGE_PATCH = "application/merge-patch+json"
+# A failed pass is retried after this even when the pool's period is longer.
+ERROR_RETRY_S = 5.0
+MIN_PERIOD_S = 0.5
+DELETION_RETAIN = "Retain"
+DELETION_SCALE_TO_MIN = "ScaleToMin"
+
+
+@dataclass(slots=True)
+class OperatorContext:
+    """Process-wide objects the handlers share (closed over, not global)."""
+
+    metrics: OperatorMetrics
+    health: ProcessHealth
+    clients: SharedClients = field(default_factory=SharedClients)
+    period_override_s: float | None = None
+    runtimes: dict[str, tuple[int, PoolRuntime]] = field(default_factory=dict)
+
+
+def _key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a plain-dict snapshot of a kopf body (live views change under our feet)."""
+    return {key: body[key] for key in body}
+
+
+def invalid_spec_reason(spec: Mapping[str, Any]) -> str | None:
+    """Return why a spec cannot be served, or None when it is usable."""
+    try:
+        policy = policy_from_spec(spec)
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    names = policy.names
+    if len(set(names)) != len(names):
+        return "placement names must be unique"
+    return None
+
+
+class PoolWriter:
+    """Writes status, annotations and Events of one pool; remembers what it last wrote."""
+
+    def __init__(self, *, api_client: Any, namespace: str, name: str) -> None:
+        # Typed as Any: the stubs omit ``_content_type``, which custom objects need, since
+        # the client would otherwise send a JSON patch content type for a dict body.
+        self._api: Any = k8s.CustomObjectsApi(api_client)
+        self._namespace = namespace
+        self._name = name
+        self.last_object: dict[str, Any] | None = None
+        self._seen_version: str | None = None
+
+    def freshest(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the newest known object: our last write's answer until the watch catches up."""
+        snapshot = plain(body)
+        version = (snapshot.get("metadata") or {}).get("resourceVersion")
+        if self.last_object is not None and version == self._seen_version:
+            return self.last_object
+        self.last_object, self._seen_version = None, None
+        return snapshot
+
+    async def patch_status(self, patch: Mapping[str, Any], *, seen_version: str | None) -> None:
+        answer = await self._api.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            self._name,
+            {"status": dict(patch)},
+            _content_type=MERGE_PATCH,
+        )
+        self.last_object, self._seen_version = answer, seen_version
+
+    async def patch_annotations(
+        self, patch: Mapping[str, str | None], *, seen_version: str | None
+    ) -> None:
+        answer = await self._api.patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            self._namespace,
+            PLURAL,
+            self._name,
+            {"metadata": {"annotations": dict(patch)}},
+            _content_type=MERGE_PATCH,
+        )
+        self.last_object, self._seen_version = answer, seen_version
+
+
+def post_events(body: Any, events: list[EmitEvent]) -> None:
+    """Post Events on the pool (deduplicated within one pass)."""
+    seen: set[tuple[str, str, str]] = set()
+    for event in events:
+        key = (str(event.type), event.reason, event.message)
+        if key in seen:
+            continue
+        seen.add(key)
+        kopf.event(body, type=str(event.type), reason=event.reason, message=event.message[:1024])
+
+
+def record_metrics(
+    context: OperatorContext, *, namespace: str, name: str, outcome: PassOutcome, now: float
+) -> None:
+    """Update gauges, counters and the detection-to-shift histogram from one pass."""
+    decision = outcome.decision
+    if decision is None:
+        return
+    m = context.metrics
+    state = decision.state
+    m.observe_pool(
+        namespace=namespace,
+        pool=name,
+        health={n: str(p.health) for n, p in state.placements.items()},
+        weights=state.weights,
+        desired={n: p.desired for n, p in state.placements.items()},
+        fail_static=state.fail_static,
+    )
+    report = outcome.report
+    if report is None:
+        return
+    for transition in report.transitions:
+        m.failovers.labels(namespace, name, transition.reason).inc()
+        source = state.placements.get(transition.from_placement or "")
+        since = source.unhealthy_since if source is not None else None
+        if since is not None and report.applied and now >= since:
+            m.detection_to_shift.labels(namespace, name).observe(now - since)
+
+
+def register(registry: Any, context: OperatorContext) -> None:
+    """Register every InferencePool handler on ``registry`` (kopf.OperatorRegistry)."""
+    resource = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
+
+    @kopf.on.create(**resource, field="spec")
+    @kopf.on.update(**resource, field="spec")
+    @kopf.on.resume(**resource)
+    async def validate(**kwargs: Any) -> None:
+        body: kopf.Body = kwargs["body"]
+        spec, namespace, name = kwargs["spec"], str(kwargs["namespace"]), str(kwargs["name"])
+        with log_context(pool=_key(namespace, name)):
+            problem = invalid_spec_reason(dict(spec))
+            if problem is not None:
+                kopf.event(body, type="Warning", reason="InvalidSpec", message=problem[:1024])
+                await _write_invalid(context, body=body, message=problem)
+                return
+            context.runtimes.pop(_key(namespace, name), None)  # rebuilt by the loop
+
+    @kopf.daemon(**resource, cancellation_timeout=10.0)
+    async def pool_loop(**kwargs: Any) -> None:
+        stopped: kopf.DaemonStopped = kwargs["stopped"]
+        body: kopf.Body = kwargs["body"]
+        namespace, name = str(kwargs["namespace"]), str(kwargs["name"])
+        writer = PoolWriter(
+            api_client=context.clients.kube_api_client, namespace=namespace, name=name
+        )
+        with log_context(pool=_key(namespace, name)):
+            log.info("pool loop started")
+            while not stopped:
+                period = await _one_pass(context, body=body, writer=writer)
+                context.health.tick()
+                await stopped.wait(period)
+            log.info("pool loop stopped")
+
+    @kopf.on.delete(**resource)
+    async def finalize(**kwargs: Any) -> None:
+        body: kopf.Body = kwargs["body"]
+        spec, namespace, name = kwargs["spec"], str(kwargs["namespace"]), str(kwargs["name"])
+        with log_context(pool=_key(namespace, name)):
+            await _finalize(context, body=body, spec=dict(spec), namespace=namespace, name=name)
+
+
+async def _write_invalid(context: OperatorContext, *, body: kopf.Body, message: str) -> None:
+    snapshot = plain(body)
+    meta = snapshot.get("metadata") or {}
+    stored = snapshot.get("status") or {}
+    generation = meta.get("generation")
+    conditions = [c for c in stored.get("conditions") or () if c.get("type") != "Ready"]
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": str(ConditionStatus.FALSE),
+            "reason": "InvalidSpec",
+            "message": message[:512],
+            "lastTransitionTime": iso_time(time.time()),
+            "observedGeneration": generation,
+        }
+    )
+    patch = status_patch(stored, {**stored, "conditions": conditions, "phase": "Invalid"})
+    if patch:
+        writer = PoolWriter(
+            api_client=context.clients.kube_api_client,
+            namespace=str(meta.get("namespace")),
+            name=str(meta.get("name")),
+        )
+        await writer.patch_status(patch, seen_version=None)
+
+
+def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRuntime:
+    meta = snapshot.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    generation = int(meta.get("generation") or 0)
+    key = _key(namespace, name)
+    cached = context.runtimes.get(key)
+    if cached is not None and cached[0] == generation:
+        return cached[1]
+    runtime, problems = build_runtime(
+        spec=snapshot.get("spec") or {}, namespace=namespace, name=name, clients=context.clients
+    )
+    for problem in problems:
+        log.warning("pool wiring: %s: %s", problem.reason, problem.message)
+    context.runtimes[key] = (generation, runtime)
+    return runtime
+
+
+async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWriter) -> float:
+    """Run one pass; return seconds to wait before the next."""
+    snapshot = writer.freshest(body)
+    meta = snapshot.get("metadata") or {}
+    namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+    spec = snapshot.get("spec") or {}
+    if invalid_spec_reason(spec) is not None:
+        return ERROR_RETRY_S
+    policy = policy_from_spec(spec)
+    period = context.period_override_s or float(policy.period_s)
+    started = time.monotonic()
+    now = time.time()
+    try:
+        runtime = _runtime(context, snapshot=snapshot)
+        outcome = await reconcile_once(
+            body=snapshot, runtime=runtime, now=now, metrics=context.metrics
+        )
+        version = meta.get("resourceVersion")
+        if outcome.annotations_patch:
+            await writer.patch_annotations(outcome.annotations_patch, seen_version=version)
+        if outcome.status_patch:
+            await writer.patch_status(outcome.status_patch, seen_version=version)
+            context.metrics.status_writes.labels(namespace, name).inc()
+        post_events(body, outcome.events)
+        record_metrics(context, namespace=namespace, name=name, outcome=outcome, now=now)
+    except WiringError as exc:
+        kopf.event(body, type="Warning", reason=exc.reason, message=exc.message[:1024])
+        context.metrics.reconcile_errors.labels(namespace, name).inc()
+        return max(period, ERROR_RETRY_S)
+    except (ApiException, OSError, TimeoutError) as exc:
+        log.warning("pass failed talking to the API: %s", exc)
+        context.metrics.reconcile_errors.labels(namespace, name).inc()
+        return min(period, ERROR_RETRY_S)
+    finally:
+        context.metrics.reconcile_duration.labels(namespace, name).observe(
+            time.monotonic() - started
+        )
+    return max(MIN_PERIOD_S, period)
+
+
+async def _finalize(
+    context: OperatorContext,
+    *,
+    body: kopf.Body,
+    spec: Mapping[str, Any],
+    namespace: str,
+    name: str,
+) -> None:
+    """Honour deletionPolicy and leave traffic on a placement that keeps capacity."""
+    policy_name = str(spec.get("deletionPolicy") or DELETION_RETAIN)
+    key = _key(namespace, name)
+    cached = context.runtimes.pop(key, None)
+    runtime: PoolRuntime | None = cached[1] if cached else None
+    if runtime is None:
+        try:
+            runtime, _ = build_runtime(
+                spec=spec, namespace=namespace, name=name, clients=context.clients
+            )
+        except WiringError as exc:
+            log.warning("finalizer cannot build routers (%s); leaving traffic as is", exc)
+            runtime = None
+    names: list[str] = []
+    if invalid_spec_reason(spec) is None:
+        policy = policy_from_spec(spec)
+        names = list(policy.names)
+        if policy_name == DELETION_SCALE_TO_MIN and runtime is not None:
+            keep = next((p.name for p in policy.placements if p.min_nodes > 0), None)
+            if keep is not None:
+                for router in runtime.routers:
+                    try:
+                        await router.apply(all_to(keep, policy.names))
+                    except RouterError as exc:
+                        log.warning("finalizer: weights on %s: %s", router.name, exc.message)
+            for placement in policy.placements:
+                provider = runtime.providers.get(placement.name)
+                if provider is None:
+                    continue
+                try:
+                    await provider.scale(
+                        desired=placement.min_nodes,
+                        token=idempotency_token(key, "delete", placement.name, placement.min_nodes),
+                    )
+                except ProviderError as exc:
+                    # Deletion must not hang on a cloud error; the Event tells the owner.
+                    kopf.event(
+                        body,
+                        type="Warning",
+                        reason="ScaleToMinFailed",
+                        message=f"{placement.name}: {exc.kind}: {exc.message}"[:1024],
+                    )
+    context.metrics.forget_pool(namespace=namespace, pool=name, placements=names)
+    log.info("pool finalized with deletionPolicy %s", policy_name)

@@ -1,0 +1,188 @@
+"""The operator process: health server, Lease election, kopf with crossfade's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from crossfade.handlers import settings as cf_settings
+from crossfade.handlers.health import ProcessHealth, start_server
+from crossfade.handlers.leadership import LeaseElector, LeaseRef
+from crossfade.handlers.metrics import OperatorMetrics
+from crossfade.handlers.pools import OperatorContext, register
+from crossfade.handlers.wiring import SharedClients, registry_provider_factory
+from crossfade.probes.inference import new_session
+
+log = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_LOST_LEADERSHIP = 3
+COMPONENT = "crossfade"
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Options of `crossfade run`."""
+
+    namespaces: tuple[str, ...] = ()
+    health_host: str = "0.0.0.0"  # noqa: S104 (probes reach the pod IP)
+    health_port: int = 8080
+    lease_namespace: str = "default"
+    lease_name: str = "crossfade-leader"
+    identity: str = ""
+    leader_election: bool = True
+    period_override_s: float | None = None
+
+
+def default_identity() -> str:
+    """Return this replica's identity: the pod name when set, else host plus a random suffix."""
+    return os.environ.get("POD_NAME") or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+
+
+async def make_api_client() -> Any:
+    """Return a kubernetes_asyncio ApiClient: in-cluster config, else KUBECONFIG."""
+    configuration = k8s.Configuration()
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        await k8s_config.load_kube_config(client_configuration=configuration)
+    return k8s.ApiClient(configuration)
+
+
+async def run_operator(config: RunConfig) -> int:
+    """Run until stopped (SIGINT/SIGTERM) or leadership is lost; return an exit code."""
+    metrics = OperatorMetrics()
+    health = ProcessHealth()
+    identity = config.identity or default_identity()
+    runner = await start_server(
+        metrics=metrics, health=health, host=config.health_host, port=config.health_port
+    )
+    api_client = await make_api_client()
+    elector: LeaseElector | None = None
+    stop_flag = asyncio.Event()
+    lost = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signame in ("SIGINT", "SIGTERM"):
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            import signal
+
+            loop.add_signal_handler(getattr(signal, signame), stop_flag.set)
+    keeper: asyncio.Task[None] | None = None
+    try:
+        if config.leader_election:
+            elector = LeaseElector(
+                api_client=api_client,
+                ref=LeaseRef(
+                    namespace=config.lease_namespace, name=config.lease_name, identity=identity
+                ),
+            )
+            health.standby = True
+            log.info("waiting for leadership", extra={"identity": identity})
+            ticker = asyncio.create_task(_tick_while_waiting(health, stop_flag))
+            acquired = await elector.acquire(stop=stop_flag)
+            ticker.cancel()
+            if not acquired:
+                return EXIT_OK
+            health.standby = False
+
+            def on_lost() -> None:
+                lost.set()
+                stop_flag.set()
+
+            keeper = asyncio.create_task(elector.keep(on_lost=on_lost))
+        health.leader = True
+        metrics.leader.set(1)
+        log.info("leading; starting kopf", extra={"identity": identity})
+        await _run_kopf(
+            config, metrics=metrics, health=health, stop_flag=stop_flag, identity=identity
+        )
+    finally:
+        metrics.leader.set(0)
+        health.leader = False
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if elector is not None and not lost.is_set():
+            await elector.release()
+        await api_client.close()
+        await runner.cleanup()
+    return EXIT_LOST_LEADERSHIP if lost.is_set() else EXIT_OK
+
+
+async def _tick_while_waiting(health: ProcessHealth, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        health.tick()
+        await asyncio.sleep(1.0)
+
+
+async def _run_kopf(
+    config: RunConfig,
+    *,
+    metrics: OperatorMetrics,
+    health: ProcessHealth,
+    stop_flag: asyncio.Event,
+    identity: str,
+) -> None:
+    context = OperatorContext(
+        metrics=metrics, health=health, period_override_s=config.period_override_s
+    )
+    registry = kopf.OperatorRegistry()
+    ready_flag = asyncio.Event()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        cf_settings.configure(settings, component=COMPONENT, instance=identity)
+        context.clients = SharedClients(
+            kube_api_client=await make_api_client(),
+            http=new_session(),
+            provider_factory=registry_provider_factory(),
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        clients = context.clients
+        if clients.http is not None:
+            await clients.http.close()
+        if clients.kube_api_client is not None:
+            await clients.kube_api_client.close()
+
+    @kopf.on.login(registry=registry)
+    async def login(**kwargs: Any) -> Any:
+        return await kopf.login_via_async_client(**kwargs)
+
+    @kopf.on.probe(registry=registry, id="ticks")
+    def probe_tick(**_: Any) -> bool:
+        health.tick()
+        return True
+
+    register(registry, context)
+
+    async def mark_ready() -> None:
+        await ready_flag.wait()
+        health.kopf_ready = True
+
+    marker = asyncio.create_task(mark_ready())
+    try:
+        await kopf.operator(
+            registry=registry,
+            standalone=True,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        marker.cancel()
+        health.kopf_ready = False

@@ -1,0 +1,263 @@
+"""One observe -> decide -> act pass for one pool, free of kopf so it can be tested directly.
+
+The pass returns what the kopf layer must write (status merge patch, engine-state
+annotation, manual-control annotation cleanup) and the Events to post; each is empty when
+nothing changed, so a pool at steady state causes no writes at all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crossfade.engine.decide import Decision, decide
+from crossfade.engine.observations import Observations
+from crossfade.engine.plan import (
+    Action,
+    EmitEvent,
+    EventType,
+    ScalePlacement,
+    SetWeights,
+)
+from crossfade.engine.policy import PoolPolicy, policy_from_spec
+from crossfade.engine.state import PoolState
+from crossfade.engine.weights import WEIGHT_TOTAL, all_to
+from crossfade.handlers import manual as manual_mod
+from crossfade.handlers.executor import ExecutionReport, ExecutorMetrics, execute
+from crossfade.handlers.manual import ManualControl, ManualControlError
+from crossfade.handlers.observe import PlacementObservers, TrafficReading, gather_observations
+from crossfade.handlers.status import (
+    merge_conditions,
+    merge_history,
+    phase_of,
+    placement_summaries,
+    status_patch,
+)
+from crossfade.providers.base import CapacityProvider
+from crossfade.routers.base import TrafficRouter
+
+log = logging.getLogger(__name__)
+
+STATE_ANNOTATION = "crossfade.dev/engine-state"
+# Per-probe facts that change every pass; persisting them would write at steady state.
+VOLATILE_PLACEMENT_KEYS = frozenset(
+    {
+        "lastProbeAt",
+        "latencyMs",
+        "lastSeenAt",
+        "capacityAt",
+        "lastProviderAt",
+        "consecutiveSuccesses",
+        "consecutiveFailures",
+        "providerErrorAt",
+    }
+)
+VOLATILE_POOL_KEYS = frozenset({"decisions"})
+
+
+@dataclass(slots=True)
+class PoolRuntime:
+    """The per-pool objects the pass talks to, built once per pool by the wiring."""
+
+    observers: Sequence[PlacementObservers]
+    providers: Mapping[str, CapacityProvider]
+    routers: Sequence[TrafficRouter]
+
+
+@dataclass(slots=True)
+class PassOutcome:
+    """What one pass decided and what the kopf layer has to write."""
+
+    decision: Decision | None
+    report: ExecutionReport | None
+    status_patch: dict[str, Any]
+    annotations_patch: dict[str, str | None]
+    events: list[EmitEvent] = field(default_factory=list)
+    manual: ManualControl | None = None
+    observations: Observations | None = None
+    traffic: TrafficReading | None = None
+
+
+def durable_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the engine state without per-probe facts (what is worth persisting)."""
+    out = {k: v for k, v in state.items() if k not in VOLATILE_POOL_KEYS}
+    out["placements"] = {
+        name: {k: v for k, v in facts.items() if k not in VOLATILE_PLACEMENT_KEYS}
+        for name, facts in (state.get("placements") or {}).items()
+    }
+    return out
+
+
+def load_state(annotations: Mapping[str, str] | None) -> PoolState | None:
+    """Return the persisted engine state, or None when absent or unreadable (start fresh)."""
+    raw = (annotations or {}).get(STATE_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        return PoolState.from_dict(json.loads(raw))
+    except (ValueError, TypeError, KeyError) as exc:
+        log.warning("ignoring unreadable %s: %s", STATE_ANNOTATION, exc)
+        return None
+
+
+def dump_state(state: PoolState) -> str:
+    """Serialize the durable part of the state compactly and deterministically."""
+    return json.dumps(durable_state(state.to_dict()), sort_keys=True, separators=(",", ":"))
+
+
+def apply_manual_control(
+    actions: Sequence[Action],
+    *,
+    control: ManualControl,
+    policy: PoolPolicy,
+    current_weights: Mapping[str, int] | None,
+    current_desired: Mapping[str, int | None],
+) -> tuple[list[Action], bool]:
+    """Rewrite the engine's plan to honour pin and forced failover; return (plan, hold).
+
+    ``hold`` is True when frozen: then no effect is carried out at all. A pin (or a forced
+    failover, which becomes a pin once carried out) replaces the engine's weight moves
+    with "everything on the pinned placement" and never scales that placement down.
+    """
+    if control.frozen and not control.resume:
+        return list(actions), True
+    target = control.force_failover_to or control.pinned_to
+    if target is None:
+        return list(actions), False
+    kept: list[Action] = []
+    for action in actions:
+        if isinstance(action, SetWeights):
+            continue
+        if isinstance(action, ScalePlacement) and action.placement == target:
+            observed = current_desired.get(target)
+            if observed is not None and action.desired < observed:
+                continue
+        kept.append(action)
+    placement = policy.placement(target)
+    wanted_nodes = placement.nodes_for(policy.demand_accelerators)
+    observed_nodes = current_desired.get(target)
+    if observed_nodes is None or observed_nodes < wanted_nodes:
+        kept.insert(
+            0,
+            ScalePlacement(
+                placement=target,
+                desired=wanted_nodes,
+                reason="ManualFailover" if control.force_failover_to else "Pinned",
+                message=f"manual control ({control.describe()}) needs capacity on {target}",
+            ),
+        )
+    pinned = all_to(target, policy.names)
+    if dict(current_weights or {}) != pinned:
+        kept.append(
+            SetWeights(
+                weights=pinned,
+                reason="ManualFailover" if control.force_failover_to else "Pinned",
+                message=f"all traffic to {target} ({control.describe()})",
+            )
+        )
+    return kept, False
+
+
+async def reconcile_once(
+    *,
+    body: Mapping[str, Any],
+    runtime: PoolRuntime,
+    now: float,
+    metrics: ExecutorMetrics | None = None,
+) -> PassOutcome:
+    """Observe the pool, decide, act, and return what to write; raises nothing expected."""
+    metadata = body.get("metadata") or {}
+    annotations: Mapping[str, str] = metadata.get("annotations") or {}
+    spec: Mapping[str, Any] = body.get("spec") or {}
+    stored_status: Mapping[str, Any] = body.get("status") or {}
+    generation = metadata.get("generation")
+    policy = policy_from_spec(spec)
+    events: list[EmitEvent] = []
+    try:
+        control = manual_mod.parse_manual_control(annotations, placements=policy.names)
+    except ManualControlError as exc:
+        events.append(EmitEvent(EventType.WARNING, exc.reason, str(exc)))
+        control = ManualControl(frozen=True)  # do nothing automatic until it is fixed
+
+    observations, traffic = await gather_observations(
+        runtime.observers, routers=runtime.routers, now=now
+    )
+    previous = load_state(annotations)
+    decision = decide(spec, previous, observations, now)
+    current_weights = traffic.observation.weights if traffic.observation else None
+    desired = {
+        name: (
+            decision.state.placements[name].desired if name in decision.state.placements else None
+        )
+        for name in policy.names
+    }
+    actions, hold = apply_manual_control(
+        decision.plan,
+        control=control,
+        policy=policy,
+        current_weights=current_weights,
+        current_desired=desired,
+    )
+    report = await execute(
+        actions,
+        pool_uid=str(metadata.get("uid") or ""),
+        epoch=len(decision.state.transitions),
+        providers=runtime.providers,
+        routers=runtime.routers,
+        hold_effects=hold,
+        metrics=metrics,
+    )
+    events.extend(report.events)
+    if report.weights_written is not None:
+        decision.state.weights = dict(report.weights_written)
+
+    state_dict = decision.state.to_dict()
+    weights = report.weights_written or current_weights or decision.state.weights
+    conditions = merge_conditions(
+        stored_status.get("conditions"),
+        report.conditions,
+        now=now,
+        observed_generation=generation,
+    )
+    built: dict[str, Any] = {
+        "observedGeneration": generation,
+        "phase": phase_of(conditions),
+        "placements": placement_summaries(names=policy.names, state=state_dict, weights=weights),
+        "conditions": conditions,
+        "history": merge_history(stored_status.get("history"), report.transitions),
+        "manualControl": control.describe(),
+        "failoverCount": len(decision.state.transitions),
+    }
+    active = decision.state.active_placement(policy.names)
+    if active is not None:
+        built["activePlacement"] = active
+    if weights is not None:
+        built["weights"] = {name: int(weights.get(name, 0)) for name in policy.names}
+    if generation is None:
+        del built["observedGeneration"]
+
+    annotations_patch: dict[str, str | None] = {}
+    new_state = dump_state(decision.state)
+    if annotations.get(STATE_ANNOTATION) != new_state:
+        annotations_patch[STATE_ANNOTATION] = new_state
+    target = control.force_failover_to
+    forced_landed = target is not None and (
+        (report.weights_written or current_weights or {}).get(target, 0) == WEIGHT_TOTAL
+    )
+    if forced_landed and target is not None:
+        # A forced failover becomes a pin, so the engine does not fail back on its own.
+        annotations_patch[manual_mod.PIN] = target
+    annotations_patch.update(manual_mod.cleanup_patch(control, done_force=forced_landed))
+    return PassOutcome(
+        decision=decision,
+        report=report,
+        status_patch=status_patch(stored_status, built),
+        annotations_patch=annotations_patch,
+        events=events,
+        manual=control,
+        observations=observations,
+        traffic=traffic,
+    )

@@ -1,0 +1,56 @@
+"""kopf settings for crossfade: storages in annotations, watch timeouts, posting, peering.
+
+Patch batching: kopf 1.45 dropped time-based batching; each reconcile pass writes at most
+one merged status patch and one annotations patch (handlers.reconcile), never one per field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from crossfade.handlers.manual import PREFIX
+
+FINALIZER = "crossfade.dev/finalizer"
+KOPF_ANNOTATION_PREFIX = "kopf.crossfade.dev"
+# A watch that the server silently stops feeding is cut and restarted after this.
+WATCH_SERVER_TIMEOUT_S = 60
+WATCH_CLIENT_TIMEOUT_S = 90
+WATCH_CONNECT_TIMEOUT_S = 10
+WATCH_INACTIVITY_TIMEOUT_S = 120.0
+REQUEST_TIMEOUT_S = 30
+WORKER_IDLE_TIMEOUT_S = 5.0
+# Annotations crossfade writes itself: they must not count as spec changes.
+IGNORED_DIFF_FIELDS = (("metadata", "annotations"), ("status",))
+
+
+def configure(settings: Any, *, component: str, instance: str) -> None:
+    """Apply crossfade's settings to kopf's OperatorSettings (called at startup)."""
+    settings.persistence.finalizer = FINALIZER
+    # kopf's own status.* writes would be pruned by our structural schema: use annotations.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=KOPF_ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=KOPF_ANNOTATION_PREFIX,
+        key="last-handled-configuration",
+        ignored_fields=[("metadata", "annotations"), ("status",)],
+    )
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
+    settings.watching.connect_timeout = WATCH_CONNECT_TIMEOUT_S
+    settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_S
+    settings.networking.request_timeout = REQUEST_TIMEOUT_S
+    settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT_S
+    # Events are posted explicitly (kopf.event); log lines are not mirrored into Events.
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.reporting_component = component
+    settings.posting.reporting_instance = instance
+    settings.posting.event_name_prefix = "crossfade-"
+    # HA is a Lease held by the process (handlers.leadership), not kopf peering.
+    settings.peering.standalone = True
+
+
+__all__ = ["FINALIZER", "IGNORED_DIFF_FIELDS", "PREFIX", "configure"]

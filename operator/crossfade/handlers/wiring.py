@@ -1,0 +1,162 @@
+"""Build one pool's runtime (probes, providers, routers) from its spec and the shared clients.
+
+Providers come from ``crossfade.providers.registry`` when it is installed (entry-point group
+``crossfade.providers``); a placement whose provider cannot be built is still probed and
+reported, it just cannot be scaled (the Event says why).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from crossfade.engine.observations import ProbeResult, ProviderObservation
+from crossfade.handlers.observe import PlacementObservers
+from crossfade.handlers.reconcile import PoolRuntime
+from crossfade.probes.breaker import BreakerRegistry
+from crossfade.probes.cloud import CloudProbe
+from crossfade.probes.inference import InferenceProbeConfig, ProbeMode, probe_inference
+from crossfade.providers.base import CapacityProvider
+from crossfade.routers.base import RouterError
+from crossfade.routers.factory import RouterContext, build_routers
+
+log = logging.getLogger(__name__)
+
+REGISTRY_MODULE = "crossfade.providers.registry"
+REGISTRY_BUILDERS = ("build_provider", "create_provider", "provider_for")
+DEFAULT_PROBE_TIMEOUT_S = 5.0
+
+ProviderFactory = Callable[[Mapping[str, Any]], CapacityProvider]
+
+
+class WiringError(Exception):
+    """A pool's spec names something the operator cannot build; ``reason`` is CamelCase."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(slots=True)
+class SharedClients:
+    """Clients built once at startup and shared by every pool (closed at cleanup)."""
+
+    kube_api_client: Any = None  # kubernetes_asyncio ApiClient for the management cluster
+    http: aiohttp.ClientSession | None = None
+    provider_factory: ProviderFactory | None = None
+    breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
+    router_clients: Mapping[str, Any] = field(default_factory=dict)
+
+
+def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
+    """Return a factory backed by the providers registry, or None when it is not installed."""
+    try:
+        module = importlib.import_module(REGISTRY_MODULE)
+    except ImportError:
+        return None
+    for name in REGISTRY_BUILDERS:
+        builder = getattr(module, name, None)
+        if callable(builder):
+
+            def factory(placement: Mapping[str, Any], _b: Any = builder) -> CapacityProvider:
+                provider: CapacityProvider = _b(placement, context)
+                return provider
+
+            return factory
+    log.warning("%s has none of %s; providers disabled", REGISTRY_MODULE, REGISTRY_BUILDERS)
+    return None
+
+
+def probe_config(placement: Mapping[str, Any], spec: Mapping[str, Any]) -> InferenceProbeConfig:
+    """Return the inference probe settings of one placement (endpoint + healthCheck)."""
+    endpoint = placement.get("endpoint") or {}
+    url = endpoint.get("url")
+    if not url:
+        raise WiringError("NoEndpoint", f"placement {placement.get('name')} has no endpoint.url")
+    inference = (spec.get("healthCheck") or {}).get("inference") or {}
+    try:
+        mode = ProbeMode(str(inference.get("mode") or ProbeMode.MODELS.value).lower())
+    except ValueError:
+        mode = ProbeMode.MODELS
+    return InferenceProbeConfig(
+        url=str(url),
+        mode=mode,
+        model=str(inference.get("model") or ""),
+        timeout_s=float(inference.get("timeoutSeconds") or DEFAULT_PROBE_TIMEOUT_S),
+    )
+
+
+def _probe_fn(
+    session: aiohttp.ClientSession, *, placement: str, config: InferenceProbeConfig
+) -> Callable[[], Any]:
+    async def run() -> ProbeResult:
+        return await probe_inference(session, placement=placement, config=config)
+
+    return run
+
+
+def _cloud_fn(probe: CloudProbe) -> Callable[[], Any]:
+    async def run() -> ProviderObservation:
+        return await probe.observe()
+
+    return run
+
+
+def build_runtime(
+    *, spec: Mapping[str, Any], namespace: str, name: str, clients: SharedClients
+) -> tuple[PoolRuntime, list[WiringError]]:
+    """Return the pool's runtime and the problems met building it (each becomes an Event).
+
+    Raises WiringError only when traffic routing cannot be built: steering traffic blindly
+    is never safe, while a placement without a provider can still be observed.
+    """
+    problems: list[WiringError] = []
+    observers: list[PlacementObservers] = []
+    providers: dict[str, CapacityProvider] = {}
+    for placement in spec.get("placements") or []:
+        pname = str(placement.get("name"))
+        probe = None
+        if clients.http is not None:
+            try:
+                probe = _probe_fn(
+                    clients.http, placement=pname, config=probe_config(placement, spec)
+                )
+            except WiringError as exc:
+                problems.append(exc)
+        cloud = None
+        if clients.provider_factory is not None and placement.get("provider"):
+            try:
+                provider = clients.provider_factory(placement)
+            except Exception as exc:  # the registry's errors are its own; report any
+                problems.append(WiringError("ProviderUnavailable", f"placement {pname}: {exc}"))
+            else:
+                providers[pname] = provider
+                breaker = clients.breakers.for_provider(
+                    str((placement.get("provider") or {}).get("type") or pname)
+                )
+                cloud = _cloud_fn(
+                    CloudProbe(
+                        placement=pname, provider=provider, breaker=breaker, wall_clock=time.time
+                    )
+                )
+        observers.append(PlacementObservers(placement=pname, probe=probe, cloud=cloud))
+    try:
+        routers = build_routers(
+            spec=spec,
+            context=RouterContext(
+                pool_namespace=namespace,
+                pool_name=name,
+                kube_api_client=clients.kube_api_client,
+                clients=clients.router_clients,
+            ),
+        )
+    except RouterError as exc:
+        raise WiringError(exc.reason, exc.message) from exc
+    return PoolRuntime(observers=observers, providers=providers, routers=routers), problems
