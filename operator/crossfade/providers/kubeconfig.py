@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,16 +38,38 @@ def capi_kubeconfig_secret_name(cluster_name: str) -> str:
 def map_api_exception(error: ApiException, *, what: str) -> ProviderError:
     """Translate a Kubernetes API error into crossfade's typed provider errors."""
     status = int(error.status or 0)
-    message = f"{what}: HTTP {status} {error.reason or ''}".rstrip()
+    reason, detail = _status_of(error)
+    message = f"{what}: HTTP {status} {detail or error.reason or ''}".rstrip()
+    code = reason or str(status)
     if status == 404:
-        return NotFound(message)
+        return NotFound(message, code=code)
     if status in (401, 403):
-        return PermissionDenied(message)
+        return PermissionDenied(message, code=code)
     if status == 429:
-        return Throttled(message)
+        return Throttled(message, code=code, retry_after_s=_retry_after_s(error))
     if status in (400, 409, 422):
-        return InvalidRequest(message)
-    return ProviderUnavailable(message)
+        return InvalidRequest(message, code=code)
+    return ProviderUnavailable(message, code=code)
+
+
+def _status_of(error: ApiException) -> tuple[str, str]:
+    """Return (reason, message) of the apiserver's Status body, or empty strings."""
+    try:
+        body = json.loads(error.body or "")
+    except (TypeError, ValueError):
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("reason") or ""), str(body.get("message") or "")
+
+
+def _retry_after_s(error: ApiException) -> float | None:
+    headers: Any = error.headers or {}
+    raw = headers.get("Retry-After")
+    try:
+        return float(raw) if raw is not None else None
+    except ValueError:
+        return None
 
 
 def parse_kubeconfig(raw: bytes | str, *, source: str) -> dict[str, Any]:
