@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from crossfade.engine.health import (
     HealthChange,
@@ -27,7 +26,7 @@ from crossfade.engine.plan import (
     SetWeights,
     is_effect,
 )
-from crossfade.engine.policy import PoolPolicy, Role, TrafficMode, policy_from_spec
+from crossfade.engine.policy import PoolPolicy, Role, SpecLike, TrafficMode, policy_from_spec
 from crossfade.engine.state import FLAP_WINDOW_S, Health, PlacementState, PoolState
 from crossfade.engine.weights import WEIGHT_TOTAL, Weights, all_to, apportion, step_toward
 
@@ -192,7 +191,9 @@ def _active(weights: Mapping[str, int] | None, rank: Mapping[str, int]) -> str |
     )
 
 
-def decide(spec: Any, state: PoolState | None, observations: Observations, now: float) -> Decision:
+def decide(
+    spec: SpecLike | PoolPolicy, state: PoolState | None, observations: Observations, now: float
+) -> Decision:
     """Compute the next state and plan for one pool; pure and deterministic.
 
     ``spec`` is an InferencePoolSpec, a spec mapping, or a prepared PoolPolicy.

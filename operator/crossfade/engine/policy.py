@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from crossfade.api import InferencePoolSpec
+
 # Defaults mirror the API's defaults (issue 4); the API model's values win when present.
 DEFAULT_PERIOD_S = 10
 DEFAULT_FAILURE_THRESHOLD = 3
@@ -157,7 +159,10 @@ def _placement(raw: Any) -> PlacementPolicy:
     )
 
 
-def policy_from_spec(spec: Any) -> PoolPolicy:
+SpecLike = InferencePoolSpec | Mapping[str, Any]
+
+
+def policy_from_spec(spec: SpecLike | PoolPolicy) -> PoolPolicy:
     """Build the engine's view from an InferencePoolSpec model or a spec mapping."""
     if isinstance(spec, PoolPolicy):
         return spec

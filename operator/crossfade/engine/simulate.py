@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from crossfade.api import InvalidPoolError, parse_spec
 from crossfade.engine.decide import decide
 from crossfade.engine.observations import (
     NodeObservation,
@@ -91,7 +92,10 @@ def scenario_from_mapping(data: Mapping[str, Any]) -> Scenario:
     spec = data.get("spec")
     if not isinstance(spec, Mapping):
         raise ScenarioError("scenario needs a 'spec' mapping (an InferencePool spec)")
-    policy = policy_from_spec(spec)
+    try:
+        policy = policy_from_spec(parse_spec(spec))
+    except InvalidPoolError as error:
+        raise ScenarioError(str(error)) from None
     names = set(policy.names)
     clouds: dict[str, CloudModel] = {}
     for name, raw in (data.get("clouds") or {}).items():
