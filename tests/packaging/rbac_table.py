@@ -11,6 +11,21 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+# chart values case (tests/packaging/values) -> the expected_grants settings it implies
+RBAC_CASES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "production": {"secrets": {None: ("gke-standby-kubeconfig", "capi-kubeconfig")}},
+    "namespaced-lease": {
+        "leader_name": "crossfade-leader",
+        "mode": "lease",
+        "cluster_wide": False,
+        "cluster_api": False,
+        "karpenter": False,
+        "inference_extension": False,
+        "secrets": {None: ("aws-kubeconfig",), "team-a": ("probe-headers",)},
+    },
+}
+
 STANDARD_VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 
 

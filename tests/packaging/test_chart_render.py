@@ -20,7 +20,12 @@ from tests.packaging.chart import (
     render,
     values_args,
 )
-from tests.packaging.rbac_table import expected_grants, grants_as_tuples, grants_from_rules
+from tests.packaging.rbac_table import (
+    RBAC_CASES,
+    expected_grants,
+    grants_as_tuples,
+    grants_from_rules,
+)
 
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
 # Kopf's peering CRDs ship with the chart; they are not crossfade's API, so not in crds/.
@@ -247,21 +252,6 @@ def test_schema_and_values_agree() -> None:
     schema = json.loads((CHART_DIR / "values.schema.json").read_text())
     values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
-
-
-RBAC_CASES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "production": {"secrets": {None: ("gke-standby-kubeconfig", "capi-kubeconfig")}},
-    "namespaced-lease": {
-        "leader_name": "crossfade-leader",
-        "mode": "lease",
-        "cluster_wide": False,
-        "cluster_api": False,
-        "karpenter": False,
-        "inference_extension": False,
-        "secrets": {None: ("aws-kubeconfig",), "team-a": ("probe-headers",)},
-    },
-}
 
 
 @pytest.mark.parametrize("case", sorted(RBAC_CASES))
