@@ -288,7 +288,7 @@ class Placement(ApiModel):
     provider: Provider = Field(description="The capacity API this placement scales.")
     accelerator: Accelerator = Field(
         default_factory=Accelerator,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Accelerator().to_wire()},
         description="Accelerators per node, used for capacity math and node health.",
     )
     nodes: NodeRange = Field(description="Node count bounds.")

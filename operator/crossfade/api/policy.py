@@ -155,12 +155,12 @@ class HealthCheck(ApiModel):
 
     inference: InferenceCheck = Field(
         default_factory=InferenceCheck,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": InferenceCheck().to_wire()},
         description="Inference probe against each placement's endpoint.",
     )
     nodes: NodeCheck = Field(
         default_factory=NodeCheck,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": NodeCheck().to_wire()},
         description="Node readiness and allocatable accelerators.",
     )
 

@@ -69,7 +69,7 @@ class InferencePoolSpec(ApiModel):
             "spec.placements: fix the name or remove the record",
             check=_route53_names_known,
             field_path=".traffic.route53.records",
-            reason="FieldValueNotFound",
+            reason="FieldValueInvalid",
         ),
         CelRule(
             rule="!has(self.traffic.route53) || self.placements.all(p, "
@@ -112,13 +112,13 @@ class InferencePoolSpec(ApiModel):
     )
     health_check: HealthCheck = Field(
         default_factory=HealthCheck,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": HealthCheck().to_wire()},
         description="How to tell that a placement is healthy.",
     )
     traffic: Traffic = Field(description="Which traffic layer(s) to steer; at least one.")
     failover: Failover = Field(
         default_factory=Failover,
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": Failover().to_wire()},
         description="Failover and failback timing, flap guard, capacity backoff.",
     )
     paused: bool = Field(
