@@ -173,7 +173,6 @@ def register(registry: Any, context: OperatorContext) -> None:
                 kopf.event(body, type="Warning", reason="InvalidSpec", message=problem[:1024])
                 await _write_invalid(context, body=body, message=problem)
                 return
-            context.runtimes.pop(_key(namespace, name), None)  # rebuilt by the loop
 
     @kopf.daemon(**resource, cancellation_timeout=10.0)
     async def pool_loop(**kwargs: Any) -> None:
@@ -238,6 +237,8 @@ def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRu
     )
     for problem in problems:
         log.warning("pool wiring: %s: %s", problem.reason, problem.message)
+    if cached is not None:
+        runtime.state = cached[1].state  # a spec change keeps the engine's memory
     context.runtimes[key] = (generation, runtime)
     return runtime
 

@@ -53,6 +53,9 @@ VOLATILE_PLACEMENT_KEYS = frozenset(
         "consecutiveSuccesses",
         "consecutiveFailures",
         "providerErrorAt",
+        # Refreshed every pass while a placement carries traffic; after a restart the
+        # engine sets it again on its first pass from the weights it reads.
+        "lastNeededAt",
     }
 )
 VOLATILE_POOL_KEYS = frozenset({"decisions"})
@@ -60,11 +63,17 @@ VOLATILE_POOL_KEYS = frozenset({"decisions"})
 
 @dataclass(slots=True)
 class PoolRuntime:
-    """The per-pool objects the pass talks to, built once per pool by the wiring."""
+    """The per-pool objects the pass talks to, built once per pool by the wiring.
+
+    ``state`` is the engine's memory between passes. It lives in memory while the process
+    runs (per-probe counters included); the annotation only carries its durable part
+    across restarts, so steady-state passes write nothing.
+    """
 
     observers: Sequence[PlacementObservers]
     providers: Mapping[str, CapacityProvider]
     routers: Sequence[TrafficRouter]
+    state: PoolState | None = None
 
 
 @dataclass(slots=True)
@@ -185,8 +194,9 @@ async def reconcile_once(
     observations, traffic = await gather_observations(
         runtime.observers, routers=runtime.routers, now=now
     )
-    previous = load_state(annotations)
+    previous = runtime.state if runtime.state is not None else load_state(annotations)
     decision = decide(spec, previous, observations, now)
+    runtime.state = decision.state
     current_weights = traffic.observation.weights if traffic.observation else None
     desired = {
         name: (
