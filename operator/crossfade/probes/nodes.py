@@ -23,6 +23,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.engine.observations import NodeObservation
+from crossfade.probes.scheduler import ProbeNotReadyError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class WatchExpiredError(Exception):
     """The resourceVersion a watch resumed from is too old (410 Gone): list again."""
 
 
-class NodeCacheNotSyncedError(Exception):
+class NodeCacheNotSyncedError(ProbeNotReadyError):
     """The cache has not completed its first list yet, so it knows nothing."""
 
 

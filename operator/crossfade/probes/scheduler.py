@@ -33,6 +33,10 @@ DEFAULT_JITTER_FRACTION = 0.1
 LATENCY_SAMPLES = 10_000
 
 
+class ProbeNotReadyError(Exception):
+    """Raised by a probe that has nothing to report yet (e.g. its cache is still syncing)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeSpec:
     """One periodic probe of a pool.
@@ -93,8 +97,8 @@ class ProbeScheduler:
         self._pools: dict[str, dict[str, _Running]] = {}
         self._pool_slots: dict[str, asyncio.Semaphore] = {}
         self._closed = False
-        # due-to-delivered seconds of recent runs, for benchmarks and metrics
-        self.delivery_latencies_s: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        # (pool, probe, due-to-delivered seconds) of recent runs, for benchmarks and metrics
+        self.delivery_latencies: deque[tuple[str, str, float]] = deque(maxlen=LATENCY_SAMPLES)
         self.runs = 0
 
     def pools(self) -> dict[str, list[str]]:
@@ -158,7 +162,7 @@ class ProbeScheduler:
                 except Exception:  # a faulty sink must not silently end this probe's loop
                     log.exception("observation sink raised", extra={"pool": pool})
             self.runs += 1
-            self.delivery_latencies_s.append(self._monotonic() - due)
+            self.delivery_latencies.append((pool, spec.name, self._monotonic() - due))
             jitter = self._rng.uniform(-self._jitter, self._jitter)
             next_due = due + spec.period_s * (1 + jitter)
             await self._sleep(max(0.0, next_due - self._monotonic()))
@@ -169,6 +173,8 @@ class ProbeScheduler:
                 return await spec.run()
         except TimeoutError:
             reason = f"Timeout: no observation within {spec.timeout_s:g}s"
+        except ProbeNotReadyError as exc:
+            reason = f"NotReady: {type(exc).__name__} {exc}"
         except Exception as exc:  # a probe bug must not end the loop of the others
             log.exception("probe raised", extra={"pool": pool, "probe": spec.name})
             reason = f"ProbeError: {type(exc).__name__}"

@@ -169,9 +169,12 @@ class FakeInferenceServer:
     async def _healthy(
         self, request: web.Request, knobs: Knobs, stream: bool
     ) -> web.StreamResponse:
-        if request.path == "/v1/models" and request.method == "GET":
+        # Any prefix is accepted (``/team-a/v1/models``), as behind a gateway path route; it
+        # also lets one server stand in for many endpoints.
+        if request.path.endswith("/v1/models") and request.method == "GET":
             return web.json_response(_models(knobs))
-        if request.method == "POST" and request.path in ("/v1/completions", "/v1/chat/completions"):
+        completion_paths = ("/v1/completions", "/v1/chat/completions")
+        if request.method == "POST" and request.path.endswith(completion_paths):
             chat = request.path.endswith("chat/completions")
             if stream:
                 return await self._stream(request, knobs, chat=chat, chunk_delay_s=0.0)
