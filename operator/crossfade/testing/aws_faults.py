@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
-FaultKind = Literal["server_error", "throttle", "latency", "lost_reply"]
+FaultKind = Literal["server_error", "throttle", "latency", "lost_reply", "rewrite_reply"]
 WireProtocol = Literal["rest-json", "query", "rest-xml"]
 
 # (method, path regex) -> (operation, wire protocol) for the calls crossfade makes.
@@ -77,6 +77,8 @@ class Fault:
     status: int = 500
     code: str = ""
     delay_s: float = 0.0
+    # rewrite_reply: replace these bytes in moto's answer (for example INSYNC -> PENDING).
+    replace: tuple[bytes, bytes] = (b"", b"")
 
     def matches(self, operation: str) -> bool:
         return self.times > 0 and self.operation in ("*", operation)
@@ -233,6 +235,8 @@ class FaultProxy:
                     )
                 except OSError:
                     status, reply_headers, payload = 502, [], b""
+                if fault is not None and fault.kind == "rewrite_reply" and fault.replace[0]:
+                    payload = payload.replace(*fault.replace)
                 if fault is not None and fault.kind == "lost_reply":
                     # The upstream applied the request; the caller only sees a server error.
                     self._reply_error(fault, operation=operation, protocol=protocol, body=body)

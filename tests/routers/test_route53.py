@@ -1,0 +1,296 @@
+"""Route53 router against a moto server over real HTTP, through a fault-injecting proxy."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+import pytest
+
+from crossfade.providers.ratelimit import TokenBucket
+from crossfade.routers.base import (
+    InvalidWeightsError,
+    RouteNotFoundError,
+    RouterConfigError,
+    TrafficRouter,
+    WeightsDriftedError,
+)
+from crossfade.routers.route53 import (
+    Route53Router,
+    Route53ThrottledError,
+    build_route53_router,
+    make_route53_client,
+    route53_target,
+)
+from crossfade.testing.aws_faults import Fault, FaultProxy
+
+RouterFactory = Callable[..., Route53Router]
+
+
+class NoSleep:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class Context:
+    def __init__(self, clients: dict[str, Any]) -> None:
+        self.clients = clients
+
+
+@pytest.fixture
+def zone(moto_server: str, aws_env: None) -> dict[str, str]:
+    domain = f"chat-{uuid.uuid4().hex[:6]}.example.com"
+    route53 = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
+    created = route53.create_hosted_zone(Name=domain, CallerReference=uuid.uuid4().hex)
+    return {"id": created["HostedZone"]["Id"].removeprefix("/hostedzone/"), "domain": domain}
+
+
+def pool_spec(zone: dict[str, str], **route53: Any) -> dict[str, Any]:
+    return {
+        "traffic": {
+            "route53": {"hostedZoneId": zone["id"], "recordName": f"api.{zone['domain']}"} | route53
+        },
+        "placements": [
+            {"name": "aws-a", "route53": {"value": "a.lb.example.net"}},
+            {"name": "gcp-b", "route53": {"value": "b.lb.example.net"}},
+        ],
+    }
+
+
+@pytest.fixture
+def make_router(fault_proxy: FaultProxy, zone: dict[str, str]) -> RouterFactory:
+    def make(spec: dict[str, Any] | None = None, **clients: Any) -> Route53Router:
+        context = Context({"route53": make_route53_client(endpoint_url=fault_proxy.url)} | clients)
+        router = build_route53_router(spec or pool_spec(zone), context)
+        router._sleep = NoSleep()  # retries and INSYNC polls return at once
+        return router
+
+    return make
+
+
+def live_weights(moto_server: str, zone: dict[str, str]) -> dict[str, int]:
+    client = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
+    records = client.list_resource_record_sets(HostedZoneId=zone["id"])["ResourceRecordSets"]
+    return {r["SetIdentifier"]: r["Weight"] for r in records if "SetIdentifier" in r}
+
+
+def set_weight(moto_server: str, zone: dict[str, str], *, identifier: str, weight: int) -> None:
+    client = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
+    client.change_resource_record_sets(
+        HostedZoneId=zone["id"],
+        ChangeBatch={
+            "Changes": [
+                {
+                    "Action": "UPSERT",
+                    "ResourceRecordSet": {
+                        "Name": f"api.{zone['domain']}.",
+                        "Type": "CNAME",
+                        "SetIdentifier": identifier,
+                        "Weight": weight,
+                        "TTL": 60,
+                        "ResourceRecords": [{"Value": f"{identifier}.other.example.net"}],
+                    },
+                }
+            ]
+        },
+    )
+
+
+async def test_apply_creates_weighted_records_in_one_batch_and_waits_for_insync(
+    make_router: RouterFactory, fault_proxy: FaultProxy, moto_server: str, zone: dict[str, str]
+) -> None:
+    router = make_router()
+    assert isinstance(router, TrafficRouter)
+    result = await router.apply({"aws-a": 75, "gcp-b": 25})
+    assert result.changed and result.writes == 1 and result.reason == "Synced"
+    assert result.layer_weights == {"aws-a": 150, "gcp-b": 50}
+    assert live_weights(moto_server, zone) == {"aws-a": 150, "gcp-b": 50}
+    [batch] = fault_proxy.requests("ChangeResourceRecordSets")
+    assert batch.body.count(b"<Change>") == 2
+    assert fault_proxy.requests("GetChange") == []  # moto answered INSYNC right away
+
+
+async def test_shift_and_read_back(
+    make_router: RouterFactory, moto_server: str, zone: dict[str, str]
+) -> None:
+    router = make_router()
+    await router.apply({"aws-a": 100, "gcp-b": 0})
+    result = await router.apply({"aws-a": 10, "gcp-b": 90})
+    assert result.layer_weights == {"aws-a": 20, "gcp-b": 180}
+    reading = await router.read()
+    assert reading.weights == {"aws-a": 10, "gcp-b": 90}
+    assert reading.accepted is True and not reading.drift
+    assert live_weights(moto_server, zone) == {"aws-a": 20, "gcp-b": 180}
+
+
+async def test_apply_of_held_weights_makes_no_write(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    router = make_router()
+    await router.apply({"aws-a": 50, "gcp-b": 50})
+    again = await router.apply({"aws-a": 50, "gcp-b": 50})
+    assert not again.changed and again.writes == 0
+    assert len(fault_proxy.requests("ChangeResourceRecordSets")) == 1
+
+
+async def test_all_zero_weights_are_refused_without_a_call(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    with pytest.raises(InvalidWeightsError):
+        await make_router().apply({"aws-a": 0, "gcp-b": 0})
+    assert fault_proxy.requests() == []
+
+
+async def test_pending_change_is_followed_until_insync(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.add(
+        Fault(
+            kind="rewrite_reply",
+            operation="ChangeResourceRecordSets",
+            replace=(b"INSYNC", b"PENDING"),
+        )
+    )
+    fault_proxy.add(
+        Fault(kind="rewrite_reply", operation="GetChange", times=2, replace=(b"INSYNC", b"PENDING"))
+    )
+    result = await make_router().apply({"aws-a": 60, "gcp-b": 40})
+    assert result.reason == "Synced"
+    assert len(fault_proxy.requests("GetChange")) == 3  # two PENDING answers, then INSYNC
+        200
+    ] * 3
+
+
+async def test_change_still_pending_shows_as_not_yet_accepted(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    router = make_router()
+    router._insync_wait_s = 0.0
+    fault_proxy.add(
+        Fault(
+            kind="rewrite_reply",
+            operation="ChangeResourceRecordSets",
+            replace=(b"INSYNC", b"PENDING"),
+        )
+    )
+    fault_proxy.add(
+        Fault(kind="rewrite_reply", operation="GetChange", replace=(b"INSYNC", b"PENDING"))
+    )
+    result = await router.apply({"aws-a": 60, "gcp-b": 40})
+    assert result.reason == "Pending"
+    first = await router.read()
+    assert first.accepted is None and first.reason == "Pending"
+    second = await router.read()
+    assert second.accepted is True and second.reason == "Synced"
+
+
+async def test_drift_is_reported_and_reasserted(
+    make_router: RouterFactory, moto_server: str, zone: dict[str, str]
+) -> None:
+    router = make_router()
+    await router.apply({"aws-a": 50, "gcp-b": 50})
+    set_weight(moto_server, zone, identifier="aws-a", weight=7)
+    reading = await router.read()
+    assert reading.drift and reading.reason == "Drifted"
+    result = await router.apply({"aws-a": 50, "gcp-b": 50})
+    assert result.changed and result.drift_manager == "unknown"
+    assert live_weights(moto_server, zone) == {"aws-a": 100, "gcp-b": 100}
+
+
+async def test_drift_with_back_off_policy_leaves_weights_alone(
+    make_router: RouterFactory, moto_server: str, zone: dict[str, str]
+) -> None:
+    router = make_router(pool_spec(zone, driftPolicy="BackOff"))
+    await router.apply({"aws-a": 50, "gcp-b": 50})
+    set_weight(moto_server, zone, identifier="gcp-b", weight=1)
+    with pytest.raises(WeightsDriftedError):
+        await router.apply({"aws-a": 50, "gcp-b": 50})
+    assert live_weights(moto_server, zone)["gcp-b"] == 1
+
+
+async def test_existing_records_keep_their_data_and_get_health_checks(
+    make_router: RouterFactory, moto_server: str, zone: dict[str, str]
+) -> None:
+    set_weight(moto_server, zone, identifier="aws-a", weight=1)
+    set_weight(moto_server, zone, identifier="gcp-b", weight=1)
+    spec = pool_spec(zone)
+    spec["placements"] = [
+        {"name": "aws-a", "route53": {"healthCheckId": "hc-aws"}},
+        {"name": "gcp-b"},
+    ]
+    await make_router(spec).apply({"aws-a": 30, "gcp-b": 70})
+    client = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
+    records = {
+        r["SetIdentifier"]: r
+        for r in client.list_resource_record_sets(HostedZoneId=zone["id"])["ResourceRecordSets"]
+        if "SetIdentifier" in r
+    }
+    assert records["aws-a"]["ResourceRecords"] == [{"Value": "aws-a.other.example.net"}]
+    assert records["aws-a"].get("HealthCheckId") == "hc-aws"
+    assert (records["aws-a"]["Weight"], records["gcp-b"]["Weight"]) == (60, 140)
+
+
+async def test_missing_record_without_data_is_route_not_found(
+    make_router: RouterFactory, zone: dict[str, str]
+) -> None:
+    spec = pool_spec(zone)
+    spec["placements"][1] = {"name": "gcp-b"}
+    with pytest.raises(RouteNotFoundError, match="gcp-b"):
+        await make_router(spec).apply({"aws-a": 50, "gcp-b": 50})
+
+
+async def test_missing_zone_is_route_not_found(
+    make_router: RouterFactory, zone: dict[str, str]
+) -> None:
+    spec = pool_spec(zone | {"id": "ZNOSUCHZONE"})
+    with pytest.raises(RouteNotFoundError):
+        await make_router(spec).read()
+
+
+async def test_transient_throttle_is_retried_and_persistent_one_reported(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    router = make_router()
+    fault_proxy.add(Fault(kind="throttle", operation="ChangeResourceRecordSets", times=1))
+    result = await router.apply({"aws-a": 50, "gcp-b": 50})
+    assert result.changed
+    assert [r.status for r in fault_proxy.requests("ChangeResourceRecordSets")] == [400, 200]
+    fault_proxy.add(Fault(kind="throttle", operation="ListResourceRecordSets", times=99))
+    with pytest.raises(Route53ThrottledError) as caught:
+        await router.read()
+    assert caught.value.code == "Throttling" and caught.value.retryable
+    assert caught.value.reason == "Throttled"
+
+
+async def test_empty_client_bucket_reports_throttled_without_calling_aws(
+    make_router: RouterFactory, fault_proxy: FaultProxy
+) -> None:
+    ticks = iter([0.0] * 100)
+    bucket = TokenBucket(rate_per_s=0.01, burst=1, clock=lambda: next(ticks))
+    router = make_router(route53_limiter=bucket)
+    await router.read()  # spends the only token
+    with pytest.raises(Route53ThrottledError) as caught:
+        await router.read()
+    assert caught.value.code == "ClientRateLimited"
+    assert len(fault_proxy.requests("ListResourceRecordSets")) == 1
+
+
+def test_target_requires_zone_and_name() -> None:
+    with pytest.raises(RouterConfigError):
+        route53_target({"traffic": {"route53": {"recordName": "x"}}, "placements": [{"name": "a"}]})
+    target = route53_target(
+        {
+            "traffic": {"route53": {"hostedZoneId": "/hostedzone/Z1", "recordName": "api.x.com"}},
+            "placements": [
+                {"name": "a", "route53": {"setIdentifier": "sa", "values": ["1.2.3.4"]}}
+            ],
+        }
+    )
+    assert target.hosted_zone_id == "Z1" and target.fqdn == "api.x.com."
+    assert target.placements[0].set_identifier == "sa"
+    assert target.placements[0].values == ("1.2.3.4",)
