@@ -91,7 +91,8 @@ def _cmd_drill(args: argparse.Namespace) -> int:
     pool: dict[str, Any] = {}
     while time.monotonic() < deadline:
         pool = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.pool)
-        weights = (pool.get("status") or {}).get("weights") or {}
+        placements = (pool.get("status") or {}).get("placements") or ()
+        weights = {p.get("name"): p.get("weight", 0) for p in placements}
         if weights.get(args.to) == 100:
             print(f"drill: all traffic on {args.to} after {time.monotonic() - started:.1f} s")
             break

@@ -72,12 +72,11 @@ def test_merge_patch_is_empty_when_equal_and_deletes_with_null() -> None:
 
 
 def test_status_patch_keeps_foreign_keys() -> None:
-    stored = {"phase": "Ready", "somebodyElse": {"x": 1}}
-    assert status_patch(stored, {"phase": "Ready"}) == {}
-    assert status_patch(stored, {"phase": "FailStatic"}) == {"phase": "FailStatic"}
-    assert status_patch({"phase": "Ready", "weights": {"a": 1}}, {"phase": "Ready"}) == {
-        "weights": None
-    }
+    stored = {"activePlacement": "aws", "somebodyElse": {"x": 1}}
+    assert status_patch(stored, {"activePlacement": "aws"}) == {}
+    assert status_patch(stored, {"activePlacement": "gke"}) == {"activePlacement": "gke"}
+    ours_dropped = {"activePlacement": "aws", "lastFailoverTime": "t"}
+    assert status_patch(ours_dropped, {"activePlacement": "aws"}) == {"lastFailoverTime": None}
 
 
 def test_phase_prefers_the_most_urgent_condition() -> None:

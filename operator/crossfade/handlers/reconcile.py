@@ -32,7 +32,6 @@ from crossfade.handlers.observe import PlacementObservers, TrafficReading, gathe
 from crossfade.handlers.status import (
     merge_conditions,
     merge_history,
-    phase_of,
     placement_summaries,
     status_patch,
 )
@@ -74,6 +73,7 @@ class PoolRuntime:
     providers: Mapping[str, CapacityProvider]
     routers: Sequence[TrafficRouter]
     state: PoolState | None = None
+    manual_seen: str = "automatic"
 
 
 @dataclass(slots=True)
@@ -191,6 +191,16 @@ async def reconcile_once(
         events.append(EmitEvent(EventType.WARNING, exc.reason, str(exc)))
         control = ManualControl(frozen=True)  # do nothing automatic until it is fixed
 
+    if control.describe() != runtime.manual_seen:
+        events.append(
+            EmitEvent(
+                EventType.NORMAL,
+                "ManualControl",
+                f"manual control: {control.describe()} (was {runtime.manual_seen})",
+            )
+        )
+        runtime.manual_seen = control.describe()
+
     observations, traffic = await gather_observations(
         runtime.observers, routers=runtime.routers, now=now
     )
@@ -232,22 +242,27 @@ async def reconcile_once(
         now=now,
         observed_generation=generation,
     )
+    placements = placement_summaries(names=policy.names, state=state_dict, weights=weights)
+    history = merge_history(stored_status.get("history"), report.transitions)
+    healthy = sum(1 for p in placements if p["health"] == "Healthy")
     built: dict[str, Any] = {
-        "observedGeneration": generation,
-        "phase": phase_of(conditions),
-        "placements": placement_summaries(names=policy.names, state=state_dict, weights=weights),
+        "preferredPlacement": policy.preferred.name,
+        "healthyPlacements": f"{healthy}/{len(placements)}",
+        "placements": placements,
         "conditions": conditions,
-        "history": merge_history(stored_status.get("history"), report.transitions),
-        "manualControl": control.describe(),
-        "failoverCount": len(decision.state.transitions),
     }
+    if generation is not None:
+        built["observedGeneration"] = generation
+    if history:
+        built["history"] = history
+    failovers = [h for h in history if h.get("from") == policy.preferred.name]
+    if failovers:
+        built["lastFailoverTime"] = failovers[0]["time"]
+    elif stored_status.get("lastFailoverTime"):
+        built["lastFailoverTime"] = stored_status["lastFailoverTime"]
     active = decision.state.active_placement(policy.names)
     if active is not None:
         built["activePlacement"] = active
-    if weights is not None:
-        built["weights"] = {name: int(weights.get(name, 0)) for name in policy.names}
-    if generation is None:
-        del built["observedGeneration"]
 
     annotations_patch: dict[str, str | None] = {}
     new_state = dump_state(decision.state)

@@ -77,7 +77,7 @@ def history_entry(transition: RecordTransition) -> JsonDict:
     }
     if transition.from_placement is not None:
         entry["from"] = transition.from_placement
-    if transition.to_placement is not None:
+    if transition.to_placement:
         entry["to"] = transition.to_placement
     if transition.duration_seconds:
         entry["durationSeconds"] = transition.duration_seconds
@@ -87,8 +87,13 @@ def history_entry(transition: RecordTransition) -> JsonDict:
 def merge_history(
     previous: Sequence[Mapping[str, Any]] | None, transitions: Iterable[RecordTransition]
 ) -> list[JsonDict]:
-    """Return history newest first, bounded to HISTORY_MAX_ENTRIES."""
-    added = [history_entry(t) for t in sorted(transitions, key=lambda t: t.at, reverse=True)]
+    """Return history newest first, bounded to HISTORY_MAX_ENTRIES.
+
+    Transitions without a destination (fail-static holds) are left to Events: the API's
+    history entries always name where traffic went.
+    """
+    newest_first = sorted(transitions, key=lambda t: t.at, reverse=True)
+    added = [history_entry(t) for t in newest_first if t.to_placement]
     return (added + [dict(item) for item in previous or ()])[:HISTORY_MAX_ENTRIES]
 
 
@@ -128,17 +133,17 @@ def status_patch(stored: Mapping[str, Any] | None, built: Mapping[str, Any]) -> 
     return dict(patch) if isinstance(patch, Mapping) else {}
 
 
+# Status fields crossfade writes (the CRD's status schema, crossfade.api.status).
 MANAGED_KEYS = frozenset(
     {
         "observedGeneration",
-        "phase",
         "activePlacement",
-        "weights",
+        "preferredPlacement",
+        "healthyPlacements",
         "placements",
         "conditions",
         "history",
-        "manualControl",
-        "failoverCount",
+        "lastFailoverTime",
     }
 )
 
@@ -170,7 +175,7 @@ def placement_summaries(
 
 
 def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
-    """Return a one-word summary for `kubectl get` (FailStatic > FailingOver > ... > Ready)."""
+    """Return a one-word summary (FailStatic > FailingOver > ... > Ready) for display."""
     true_types = {c.get("type") for c in conditions if c.get("status") == "True"}
     for kind, phase in (
         ("FailStatic", "FailStatic"),

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from crossfade.handlers.manual import MANUAL_ANNOTATIONS
+from crossfade.handlers.status import phase_of
 
 HISTORY_LINES = 5
 
@@ -26,16 +27,17 @@ def format_pool(pool: Mapping[str, Any]) -> str:
     meta = pool.get("metadata") or {}
     status = pool.get("status") or {}
     spec = pool.get("spec") or {}
+    conditions = status.get("conditions") or ()
     lines = [
-        f"{meta.get('namespace')}/{meta.get('name')}: {status.get('phase') or 'Pending'}"
+        f"{meta.get('namespace')}/{meta.get('name')}: {phase_of(conditions)}"
         f" (active: {status.get('activePlacement') or '-'},"
-        f" control: {status.get('manualControl') or 'automatic'})"
+        f" healthy: {status.get('healthyPlacements') or '-'},"
+        f" last failover: {status.get('lastFailoverTime') or 'never'})"
     ]
     manual = {k: v for k, v in (meta.get("annotations") or {}).items() if k in MANUAL_ANNOTATIONS}
     if manual:
         lines.append("  annotations: " + ", ".join(f"{k}={v}" for k, v in sorted(manual.items())))
     by_name = {p.get("name"): p for p in status.get("placements") or ()}
-    weights = status.get("weights") or {}
     rows = []
     for placement in spec.get("placements") or ():
         pname = str(placement.get("name"))
@@ -47,14 +49,13 @@ def format_pool(pool: Mapping[str, Any]) -> str:
                 str(placement.get("priority", "-")),
                 str(provider),
                 str(facts.get("health") or "Unknown"),
-                str(weights.get(pname, facts.get("weight", "-"))),
+                str(facts.get("weight", "-")),
                 f"{facts.get('readyNodes', '-')}/{facts.get('desiredNodes', '-')}",
                 str(facts.get("reason") or ""),
             ]
         )
     header = ["PLACEMENT", "PRIO", "PROVIDER", "HEALTH", "WEIGHT", "READY/DESIRED", "REASON"]
     lines.extend("  " + line for line in _table(header, rows))
-    conditions = status.get("conditions") or ()
     if conditions:
         lines.append("  conditions:")
         for c in conditions:
