@@ -559,7 +559,7 @@ def _move(
                     )
                 )
             s.flap_guarded = True
-            return dict(current), "FlapGuard", "flap guard holds traffic"
+            return _evacuate(current, forced=forced, goal=None, names=names, rank=rank)
         message = _shift_message(
             policy,
             s=s,
@@ -577,22 +577,10 @@ def _move(
             EmitEvent(EventType.WARNING if kind == "Failover" else EventType.NORMAL, kind, message)
         )
     s.flap_guarded = False
-    moved = dict(current)
     reason = s.shift_reason or "Rebalance"
+    moved = dict(current)
     if forced:
-        freed = sum(moved[n] for n in forced)
-        for name in forced:
-            moved[name] = 0
-        for name in sorted(goal, key=lambda n: rank[n]):
-            if freed <= 0:
-                break
-            give = min(freed, max(0, goal[name] - moved[name]))
-            moved[name] += give
-            freed -= give
-        if freed > 0:
-            receiver = target_active or next(n for n in names if moved[n] > 0)
-            moved[receiver] += freed
-        reason = "NoReadyCapacity"
+        moved, reason, _ = _evacuate(current, forced=forced, goal=goal, names=names, rank=rank)
     stepped = s.last_step_at is not None and now - s.last_step_at < policy.period_s
     if moved != goal and not stepped:
         moved = step_toward(moved, goal, step_percent=policy.step_percent)
@@ -605,6 +593,41 @@ def _move(
     if forced:
         message = f"{', '.join(forced)} has no ready capacity; {message}"
     return moved, reason, message
+
+
+def _evacuate(
+    current: Mapping[str, int],
+    *,
+    forced: list[str],
+    goal: Mapping[str, int] | None,
+    names: tuple[str, ...],
+    rank: Mapping[str, int],
+) -> tuple[Weights, str, str]:
+    """Take all weight off placements with no ready capacity, at once, never stepped.
+
+    The freed weight fills the goal's deficits first (highest priority first); whatever is
+    left goes to the placement already holding most of the rest.
+    """
+    moved = {name: current.get(name, 0) for name in names}
+    if not forced:
+        return moved, "FlapGuard", "flap guard holds traffic"
+    freed = sum(moved[n] for n in forced)
+    for name in forced:
+        moved[name] = 0
+    for name in sorted(goal or {}, key=lambda n: rank[n]):
+        if freed <= 0:
+            break
+        give = min(freed, max(0, (goal or {})[name] - moved[name]))
+        moved[name] += give
+        freed -= give
+    if freed > 0:
+        holders = [n for n in names if moved[n] > 0] or [
+            n for n in sorted(goal or {}, key=lambda n: rank[n]) if (goal or {})[n] > 0
+        ]
+        receiver = min(holders, key=lambda n: (-moved[n], rank[n]))
+        moved[receiver] += freed
+    message = f"{', '.join(forced)} has no ready capacity; moved its traffic at once"
+    return moved, "NoReadyCapacity", message
 
 
 def flap_guard_blocks(*, kind: str, recent: int, limit: int) -> bool:
