@@ -39,8 +39,8 @@ ENV PATH=/opt/crossfade/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 USER 65532:65532
-EXPOSE 8080 8081
+EXPOSE 8080
 # Kubernetes uses the chart's probes; this serves `docker run` users.
 HEALTHCHECK --interval=30s --timeout=5s --retries=3 \
-  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8081/healthz', timeout=3)"]
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=3)"]
 ENTRYPOINT ["crossfade", "run"]

@@ -22,7 +22,7 @@ RELEASE_NAMESPACE = "crossfade-system"
 VALUES_CASES: dict[str, tuple[str, ...]] = {
     "default": (),
     "production": ("production.yaml",),
-    "namespaced-lease": ("namespaced-lease.yaml",),
+    "namespaced": ("namespaced.yaml",),
 }
 
 

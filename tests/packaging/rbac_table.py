@@ -15,9 +15,8 @@ from typing import Any
 RBAC_CASES: dict[str, dict[str, Any]] = {
     "default": {},
     "production": {"secrets": {None: ("gke-standby-kubeconfig", "capi-kubeconfig")}},
-    "namespaced-lease": {
-        "leader_name": "crossfade-leader",
-        "mode": "lease",
+    "namespaced": {
+        "lease_name": "crossfade-team-leader",
         "cluster_wide": False,
         "cluster_api": False,
         "karpenter": False,
@@ -68,8 +67,7 @@ def _g(
 
 def expected_grants(
     *,
-    leader_name: str = "crossfade",
-    mode: str = "peering",
+    lease_name: str | None = "crossfade-leader",
     cluster_wide: bool = True,
     cluster_api: bool = True,
     karpenter: bool = True,
@@ -90,9 +88,12 @@ def expected_grants(
         _g("", "services", "get", served),
         _g("", "nodes", "get list watch", Scope.CLUSTER),
         _g("apiextensions.k8s.io", "customresourcedefinitions", "get list watch", Scope.CLUSTER),
-        _g("coordination.k8s.io", "leases", "create", Scope.RELEASE),
-        _g("coordination.k8s.io", "leases", "get update patch", Scope.RELEASE, (leader_name,)),
     ]
+    if lease_name is not None:  # leader election on
+        grants += [
+            _g("coordination.k8s.io", "leases", "create", Scope.RELEASE),
+            _g("coordination.k8s.io", "leases", "get update patch", Scope.RELEASE, (lease_name,)),
+        ]
     if cluster_api:
         grants += [
             _g("cluster.x-k8s.io", "machinedeployments", "get list watch patch", served),
@@ -108,14 +109,6 @@ def expected_grants(
         grants += [
             _g("karpenter.sh", "nodepools", "get patch", Scope.CLUSTER),
             _g("karpenter.sh", "nodeclaims", "get list watch", Scope.CLUSTER),
-        ]
-    if mode == "peering":
-        kind, scope = (
-            ("clusterkopfpeerings", Scope.CLUSTER) if cluster_wide else ("kopfpeerings", served)
-        )
-        grants += [
-            _g("kopf.dev", kind, "list watch", scope),
-            _g("kopf.dev", kind, "get patch", scope, (leader_name,)),
         ]
     for namespace, names in (secrets or {}).items():
         grants.append(_g("", "secrets", "get", Scope.RELEASE, tuple(sorted(names)), namespace))

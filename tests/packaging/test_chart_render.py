@@ -28,8 +28,6 @@ from tests.packaging.rbac_table import (
 )
 
 FORBIDDEN_VERBS = {"*", "escalate", "bind", "impersonate"}
-# Kopf's peering CRDs ship with the chart; they are not crossfade's API, so not in crds/.
-CHART_ONLY_CRDS = {"kopf.dev-peerings.yaml"}
 
 
 @pytest.mark.parametrize("case", sorted(VALUES_CASES))
@@ -49,7 +47,8 @@ def test_helm_lint_passes_strictly(case: str) -> None:
     ("sets", "complaint"),
     [
         ({"replicaCount": "0"}, "/replicaCount"),
-        ({"leaderElection.mode": "zookeeper"}, "/leaderElection/mode"),
+        ({"leaderElection.enabled": "maybe"}, "/leaderElection/enabled"),
+        ({"httpPort": "70000"}, "/httpPort"),
         ({"image.digest": "latest"}, "/image/digest"),
         ({"rbac.wildcards": "true"}, "additional properties 'wildcards' not allowed"),
         ({"watchNamespaces[0]": "Not_A_Namespace"}, "/watchNamespaces/0"),
@@ -74,20 +73,23 @@ def test_chart_crds_are_the_repository_crds_byte_for_byte() -> None:
     top_level = {path.name: path.read_bytes() for path in (REPO_ROOT / "crds").glob("*.yaml")}
     in_chart = {path.name: path.read_bytes() for path in (CHART_DIR / "crds").glob("*.yaml")}
     assert "inferencepools.crossfade.dev.yaml" in top_level, "crds/ has no InferencePool CRD"
-    assert set(in_chart) - CHART_ONLY_CRDS == set(top_level)
+    assert set(in_chart) == set(top_level)
     for name, content in top_level.items():
         assert in_chart[name] == content, f"helm/crossfade/crds/{name} differs from crds/{name}"
 
 
 def test_default_install_is_two_replicas_one_active_with_a_pdb_and_spread() -> None:
-    rendered = render()
+    rendered = render(namespace="ops")
     deployment = rendered.one("Deployment")
     assert deployment["spec"]["replicas"] == 2
-    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert "--all-namespaces" in args
-    assert "--peering=crossfade" in args
-    peering = rendered.one("ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "crossfade"
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [
+        "--health-port=8080",
+        "--lease-namespace=ops",
+        "--lease-name=crossfade-leader",
+    ]
+    pod_name = next(env for env in container["env"] if env["name"] == "POD_NAME")
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert rendered.one("PodDisruptionBudget")["spec"]["minAvailable"] == 1
     spread = pod_spec(rendered)["topologySpreadConstraints"]
     assert {c["topologyKey"] for c in spread} == {
@@ -175,7 +177,7 @@ def test_secrets_are_readable_only_by_name(case: str) -> None:
 
 
 def test_watch_namespaces_switches_to_roles_in_exactly_those_namespaces() -> None:
-    rendered = render(files=VALUES_CASES["namespaced-lease"])
+    rendered = render(files=VALUES_CASES["namespaced"])
     namespaced_roles = {
         role["metadata"]["namespace"]
         for role in rendered.of_kind("Role")
@@ -186,17 +188,21 @@ def test_watch_namespaces_switches_to_roles_in_exactly_those_namespaces() -> Non
     cluster_resources = {res for rule in cluster_rules for res in rule["resources"]}
     assert cluster_resources == {"nodes", "customresourcedefinitions"}
     args = pod_spec(rendered)["containers"][0]["args"]
-    assert "--namespace=team-a" in args and "--namespace=team-b" in args
-    assert "--all-namespaces" not in args
-    assert not rendered.of_kind("ClusterKopfPeering") and not rendered.of_kind("KopfPeering")
+    assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--lease-name=crossfade-team-leader" in args
 
 
-def test_namespaced_peering_creates_one_peering_object_per_namespace() -> None:
-    rendered = render(sets={"watchNamespaces[0]": "team-a", "watchNamespaces[1]": "team-b"})
-    peerings = rendered.of_kind("KopfPeering")
-    assert {p["metadata"]["namespace"] for p in peerings} == {"team-a", "team-b"}
-    kopf_rules = [rule for _, _, rule in rbac_rules(rendered) if "kopf.dev" in rule["apiGroups"]]
-    assert all(rule["resources"] == ["kopfpeerings"] for rule in kopf_rules)
+def test_single_replica_without_leader_election_has_no_lease_and_no_pdb() -> None:
+    rendered = render(sets={"leaderElection.enabled": "false", "replicaCount": "1"})
+    assert "--no-leader-election" in pod_spec(rendered)["containers"][0]["args"]
+    assert "PodDisruptionBudget" not in rendered.kinds()
+    leases = [rule for _, _, rule in rbac_rules(rendered) if "leases" in rule["resources"]]
+    assert leases == []
+
+
+def test_two_active_replicas_are_refused() -> None:
+    with pytest.raises(HelmError, match=r"set replicaCount to 1"):
+        render(sets={"leaderElection.enabled": "false"})
 
 
 def test_optional_objects_follow_their_switches() -> None:
@@ -207,15 +213,20 @@ def test_optional_objects_follow_their_switches() -> None:
     assert {"NetworkPolicy", "ServiceMonitor", "Service"} <= production.kinds()
     monitor = production.one("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
-    assert "Service" not in render(files=VALUES_CASES["namespaced-lease"]).kinds()
+    assert monitor["spec"]["endpoints"][0] == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "30s",
+        "scrapeTimeout": "10s",
+    }
+    assert "Service" not in render(files=VALUES_CASES["namespaced"]).kinds()
 
 
 def test_network_policy_allows_only_dns_apis_probes_and_metrics() -> None:
     policy = render(files=VALUES_CASES["production"]).one("NetworkPolicy")["spec"]
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     (ingress,) = policy["ingress"]
-    assert ingress["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert ingress["ports"] == [{"port": "http", "protocol": "TCP"}]
     egress_ports = {
         (port["port"], port["protocol"]) for rule in policy["egress"] for port in rule["ports"]
     }
@@ -228,6 +239,18 @@ def test_network_policy_allows_only_dns_apis_probes_and_metrics() -> None:
         (8000, "TCP"),
         (8080, "TCP"),
     }
+
+
+def test_rendered_arguments_are_accepted_by_the_real_cli_parser() -> None:
+    from crossfade.cli import build_parser
+
+    for case, files in VALUES_CASES.items():
+        args = pod_spec(render(namespace="ops", files=files))["containers"][0]["args"]
+        parsed = build_parser().parse_args(["run", *args])
+        assert parsed.health_port == 8080, case
+        assert parsed.lease_namespace == "ops", case
+    namespaced = pod_spec(render(files=VALUES_CASES["namespaced"]))["containers"][0]["args"]
+    assert build_parser().parse_args(["run", *namespaced]).namespace == ["team-a", "team-b"]
 
 
 def test_service_monitor_without_a_service_fails_with_a_reason() -> None:

@@ -1,7 +1,7 @@
 """The operator's own code paths work when authenticated as the chart's ServiceAccount.
 
 A real token for the account (TokenRequest) drives the HTTPRoute router, the kubeconfig
-Secret reader, kopf's peering keep-alive, the leader Lease and Events on a real apiserver,
+Secret reader, the Lease elector and Events on a real apiserver,
 with only the chart's RBAC behind it; the same identity is refused what the chart does not
 grant.
 """
@@ -9,6 +9,7 @@ grant.
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes_asyncio import client as aclient
 
+from crossfade.handlers.leadership import LEASE_DURATION_S, LeaseElector, LeaseRef
 from crossfade.providers.errors import PermissionDenied
 from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, read_kubeconfig_secret
 from crossfade.routers.httproute import (
@@ -36,6 +38,7 @@ from tests.packaging.cluster import apply_objects, install_chart_crds, wait_unti
 pytestmark = pytest.mark.cluster
 
 KUBECONFIG_SECRET = "gke-standby-kubeconfig"
+LEASE_NAME = "crossfade-leader"  # the chart's default leaderElection.leaseName
 TOKEN_LIFETIME_S = 600
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 
@@ -51,13 +54,13 @@ def crds(management_cluster: TestCluster, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture
 def operator_account(management_cluster: TestCluster, crds: None, namespace: str) -> str:
-    """Install the chart's RBAC and peering object; return a token of its ServiceAccount."""
+    """Install the chart's RBAC; return a token of its ServiceAccount."""
     rendered = render(
         release="identity", namespace=namespace, sets={"rbac.secrets[0].name": KUBECONFIG_SECRET}
     )
     apply_objects(
         management_cluster,
-        [o for o in rendered.objects if o["kind"] in (*RBAC_KINDS, "ClusterKopfPeering")],
+        [o for o in rendered.objects if o["kind"] in RBAC_KINDS],
         dry_run=False,
     )
     account = rendered.one("ServiceAccount")["metadata"]["name"]
@@ -189,28 +192,27 @@ def _status(exc: ApiException) -> int:
     return int(exc.status or 0)
 
 
-def test_operator_account_keeps_its_peering_lease_and_events_alive(
-    namespace: str, as_operator: Any
+async def test_operator_account_runs_the_real_lease_election(
+    namespace: str, as_operator_async: Any
 ) -> None:
-    custom = client.CustomObjectsApi(as_operator)
-    # What kopf's keep-alive sends: a merge patch of status.<identity> on the peering object.
-    patched = custom.patch_cluster_custom_object(
-        "kopf.dev",
-        "v1",
-        "clusterkopfpeerings",
-        "crossfade",
-        {"status": {"replica-a": {"priority": 100, "lifetime": 60, "lastseen": "2026-11-26"}}},
-    )
-    assert "replica-a" in patched["status"]
-    coordination = client.CoordinationV1Api(as_operator)
-    lease = client.V1Lease(
-        metadata=client.V1ObjectMeta(name="crossfade"),
-        spec=client.V1LeaseSpec(holder_identity="replica-a", lease_duration_seconds=15),
-    )
-    coordination.create_namespaced_lease(namespace, lease)
-    coordination.patch_namespaced_lease(
-        "crossfade", namespace, {"spec": {"holderIdentity": "replica-b"}}
-    )
+    # Lease times are MicroTime: a whole second would serialise without the fraction
+    # the apiserver insists on, so the fake clock carries microseconds like the real one.
+    now = datetime.datetime(2026, 11, 26, 12, 0, 0, 123456, tzinfo=datetime.UTC)
+
+    def elector(identity: str) -> LeaseElector:
+        ref = LeaseRef(namespace=namespace, name=LEASE_NAME, identity=identity)
+        return LeaseElector(api_client=as_operator_async, ref=ref, clock=lambda: now)
+
+    active, standby = elector("replica-a"), elector("replica-b")
+    assert await active.try_acquire_or_renew()  # create
+    assert await active.try_acquire_or_renew()  # get + update (renew)
+    assert not await standby.try_acquire_or_renew()  # held and fresh
+    now += datetime.timedelta(seconds=LEASE_DURATION_S + 1)
+    assert await standby.try_acquire_or_renew()  # expired: taken over with update
+    assert standby.transitions == 1
+
+
+def test_operator_account_posts_events(namespace: str, as_operator: Any) -> None:
     event = client.CoreV1Event(
         metadata=client.V1ObjectMeta(generate_name="crossfade-"),
         involved_object=client.V1ObjectReference(
@@ -227,7 +229,6 @@ def test_operator_account_keeps_its_peering_lease_and_events_alive(
     "forbidden",
     [
         "list-secrets",
-        "other-peering",
         "other-lease",
         "lease-elsewhere",
         "delete-route",
@@ -240,12 +241,9 @@ def test_operator_account_is_refused_what_the_chart_does_not_grant(
     core = client.CoreV1Api(as_operator)
     custom = client.CustomObjectsApi(as_operator)
     coordination = client.CoordinationV1Api(as_operator)
-    lease = client.V1Lease(metadata=client.V1ObjectMeta(name="crossfade"))
+    lease = client.V1Lease(metadata=client.V1ObjectMeta(name=LEASE_NAME))
     actions = {
         "list-secrets": lambda: core.list_namespaced_secret(namespace),
-        "other-peering": lambda: custom.patch_cluster_custom_object(
-            "kopf.dev", "v1", "clusterkopfpeerings", "someone-else", {"status": {"x": None}}
-        ),
         "other-lease": lambda: coordination.patch_namespaced_lease(
             "kube-controller-manager", namespace, {"spec": {"holderIdentity": "me"}}
         ),

@@ -41,15 +41,6 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
   resources: ["inferencepools"]
   verbs: ["get", "list", "watch"]
 {{- end }}
-{{- if and (eq .Values.leaderElection.mode "peering") (not (include "crossfade.clusterWide" .)) }}
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["list", "watch"]
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  resourceNames: [{{ .Values.leaderElection.name | quote }}]
-  verbs: ["get", "patch"]
-{{- end }}
 {{- end }}
 
 {{/* Cluster-scoped kinds: always granted by a ClusterRole. */}}
@@ -68,15 +59,6 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
   resources: ["nodeclaims"]
   verbs: ["get", "list", "watch"]
 {{- end }}
-{{- if and (eq .Values.leaderElection.mode "peering") (include "crossfade.clusterWide" .) }}
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["list", "watch"]
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  resourceNames: [{{ .Values.leaderElection.name | quote }}]
-  verbs: ["get", "patch"]
-{{- end }}
 {{- end }}
 
 {{/* Release namespace only: the leader Lease. */}}
@@ -86,7 +68,7 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
   verbs: ["create"]
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  resourceNames: [{{ .Values.leaderElection.name | quote }}]
+  resourceNames: [{{ .Values.leaderElection.leaseName | quote }}]
   verbs: ["get", "update", "patch"]
 {{- end }}
 
