@@ -133,7 +133,7 @@ def test_cel_rules_carry_messages() -> None:
 def test_docs_cover_every_spec_field() -> None:
     docs = render_docs()
     spec = _version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    for path, node in _walk(spec, "spec"):
+    for path, _node in _walk(spec, "spec"):
         if path.endswith("[]") or path == "spec":
             continue
         assert f"| `{path.rsplit('.', 1)[-1].removesuffix('[]')}` |" in docs, path

@@ -26,6 +26,7 @@ class CelRule:
     message: str
     check: Callable[[Any], bool] | None
     field_path: str = ""
+    # FieldValueDuplicate is not offered: the apiserver then drops the message.
     reason: str = ""
 
     @property

@@ -42,7 +42,6 @@ class InferencePoolSpec(ApiModel):
             "priority (higher is preferred)",
             check=lambda s: len({p.priority for p in s.placements}) == len(s.placements),
             field_path=".placements",
-            reason="FieldValueDuplicate",
         ),
         CelRule(
             rule="self.placements.exists_one(p, p.role == 'Primary')",
