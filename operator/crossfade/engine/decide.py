@@ -497,7 +497,7 @@ def _target_weights(
     if current and unserved > 1e-9:
         # Warm before shift: what the targets cannot serve yet stays where it is, as long
         # as that placement still has nodes to serve it with.
-        holders = {
+        holders: dict[str, float] = {
             name: float(weight)
             for name, weight in current.items()
             if weight > 0 and name not in shares and (capacity.get(name) or 0) > 0
@@ -506,8 +506,18 @@ def _target_weights(
         for name, weight in holders.items():
             # A holder keeps at most what it has now: holding over never grows a placement.
             shares[name] = min(unserved * weight / held, weight / WEIGHT_TOTAL * demand)
+    else:
+        holders = {}
     weights = apportion(shares, order=sorted(shares, key=lambda n: rank[n]))
-    return {name: weights.get(name, 0) for name in policy.names}, intended
+    full = {name: weights.get(name, 0) for name in policy.names}
+    if current and intended is not None:
+        # Rounding must not grow a holder either; the excess goes to the intended placement.
+        for name in holders:
+            excess = full[name] - current.get(name, 0)
+            if excess > 0:
+                full[name] -= excess
+                full[intended] += excess
+    return full, intended
 
 
 def _move(
