@@ -8,30 +8,26 @@ from dataclasses import dataclass, field
 from crossfade.engine.observations import ProviderErrorKind
 from crossfade.probes.breaker import BreakerState, CircuitBreaker
 from crossfade.probes.cloud import CloudProbe
+from crossfade.providers.base import HealthIssue, NodeGroupState
+from crossfade.providers.errors import NotFound, PermissionDenied, ProviderUnavailable, Throttled
 
 
-@dataclass(frozen=True)
-class Issue:
-    code: str
-    message: str
-    insufficient_capacity: bool = False
-
-
-@dataclass(frozen=True)
-class State:
-    desired: int = 3
-    min_size: int = 0
-    max_size: int = 10
-    ready: int | None = 2
-    status: str = "ACTIVE"
-    updating: bool = False
-    health_issues: tuple[Issue, ...] = ()
-
-
-class TypedError(Exception):
-    def __init__(self, kind: ProviderErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+def State(
+    *,
+    desired: int = 3,
+    ready: int | None = 2,
+    updating: bool = False,
+    health_issues: tuple[HealthIssue, ...] = (),
+) -> NodeGroupState:
+    return NodeGroupState(
+        desired=desired,
+        min_size=0,
+        max_size=10,
+        ready=ready,
+        status="ACTIVE",
+        updating=updating,
+        health_issues=health_issues,
+    )
 
 
 @dataclass
@@ -42,7 +38,7 @@ class ScriptedProvider:
     calls: int = 0
     hanging: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def describe(self) -> State:
+    async def describe(self) -> NodeGroupState:
         self.calls += 1
         step = self.script.pop(0) if self.script else State()
         if step == "hang":
@@ -50,7 +46,7 @@ class ScriptedProvider:
             await asyncio.Event().wait()
         if isinstance(step, BaseException):
             raise step
-        assert isinstance(step, State)
+        assert isinstance(step, NodeGroupState)
         return step
 
 
@@ -91,7 +87,7 @@ async def test_describe_result_becomes_observation() -> None:
 
 
 async def test_insufficient_capacity_health_issue_is_reported_as_error_kind() -> None:
-    issue = Issue("AsgInstanceLaunchFailures", "no p5 capacity in use1-az2", True)
+    issue = HealthIssue("AsgInstanceLaunchFailures", "no p5 capacity in use1-az2", True)
     probe, breaker = probe_with(ScriptedProvider([State(health_issues=(issue,))]), FakeClock())
     seen = await probe.observe()
     assert seen.error is ProviderErrorKind.INSUFFICIENT_CAPACITY
@@ -101,7 +97,7 @@ async def test_insufficient_capacity_health_issue_is_reported_as_error_kind() ->
 
 async def test_api_outage_opens_breaker_then_half_open_trial_closes_it() -> None:
     clock = FakeClock()
-    down = TypedError(ProviderErrorKind.UNAVAILABLE, "503 from eks")
+    down = ProviderUnavailable("503 from eks", code="ServiceUnavailableException")
     provider = ScriptedProvider([down, down])
     probe, breaker = probe_with(provider, clock)
     assert (await probe.observe()).error is ProviderErrorKind.UNAVAILABLE
@@ -119,9 +115,9 @@ async def test_api_outage_opens_breaker_then_half_open_trial_closes_it() -> None
 async def test_answers_from_a_working_api_do_not_trip_the_breaker() -> None:
     clock = FakeClock()
     errors: list[object] = [
-        TypedError(ProviderErrorKind.NOT_FOUND, "no such nodegroup"),
-        TypedError(ProviderErrorKind.PERMISSION_DENIED, "denied"),
-        TypedError(ProviderErrorKind.NOT_FOUND, "no such nodegroup"),
+        NotFound("no such nodegroup", code="ResourceNotFoundException"),
+        PermissionDenied("denied", code="AccessDeniedException"),
+        NotFound("no such nodegroup", code="ResourceNotFoundException"),
     ]
     probe, breaker = probe_with(ScriptedProvider(errors), clock)
     kinds = [(await probe.observe()).error for _ in range(3)]
@@ -136,11 +132,13 @@ async def test_answers_from_a_working_api_do_not_trip_the_breaker() -> None:
 async def test_throttling_and_untyped_errors_count_as_api_failures() -> None:
     clock = FakeClock()
     script: list[object] = [
-        TypedError(ProviderErrorKind.THROTTLED, "Rate exceeded"),
+        Throttled("Rate exceeded", code="ThrottlingException"),
         RuntimeError("bug"),
     ]
     probe, breaker = probe_with(ScriptedProvider(script), clock)
-    assert (await probe.observe()).error is ProviderErrorKind.THROTTLED
+    throttled = await probe.observe()
+    assert throttled.error is ProviderErrorKind.THROTTLED
+    assert throttled.message == "ThrottlingException: Rate exceeded"
     second = await probe.observe()
     assert second.error is ProviderErrorKind.UNAVAILABLE and "RuntimeError" in second.message
     assert breaker.state is BreakerState.OPEN
@@ -156,7 +154,7 @@ async def test_hung_describe_times_out_and_counts_as_failure() -> None:
 
 async def test_cancelled_trial_releases_the_half_open_slot() -> None:
     clock = FakeClock()
-    down = TypedError(ProviderErrorKind.UNAVAILABLE, "down")
+    down = ProviderUnavailable("down")
     provider = ScriptedProvider([down, down, "hang"])
     probe, breaker = probe_with(provider, clock)
     await probe.observe()

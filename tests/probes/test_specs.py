@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pytest
 from kubernetes_asyncio import client
@@ -17,6 +17,7 @@ from crossfade.probes.inference import InferenceProbeConfig, new_session
 from crossfade.probes.nodes import NodeCache
 from crossfade.probes.scheduler import Observation, ProbeScheduler
 from crossfade.probes.specs import cloud_spec, inference_spec, node_spec
+from crossfade.providers.base import NodeGroupState
 from crossfade.testing.controlplane import TestCluster
 from crossfade.testing.inference_server import Behaviour, FakeInferenceServer
 
@@ -28,6 +29,7 @@ class Waiter:
         self.buffer = buffer
         self.changed = asyncio.Event()
         self.errors: list[str] = []
+        self.kinds: Counter[str] = Counter()
 
     async def until(self, predicate: Callable[[], bool]) -> None:
         async with asyncio.timeout(WAIT_S):
@@ -37,6 +39,7 @@ class Waiter:
 
     def add(self, pool: str, observation: Observation) -> None:
         self.buffer.add(pool, observation)
+        self.kinds[type(observation).__name__] += 1
         self.changed.set()
 
     def add_error(self, pool: str, message: str) -> None:
@@ -45,20 +48,11 @@ class Waiter:
         self.changed.set()
 
 
-@dataclass(frozen=True)
-class State:
-    desired: int = 2
-    min_size: int = 0
-    max_size: int = 4
-    ready: int | None = 2
-    status: str = "ACTIVE"
-    updating: bool = False
-    health_issues: tuple[()] = ()
-
-
 class Provider:
-    async def describe(self) -> State:
-        return State()
+    async def describe(self) -> NodeGroupState:
+        return NodeGroupState(
+            desired=2, min_size=0, max_size=4, ready=2, status="ACTIVE", updating=False
+        )
 
 
 async def test_inference_and_cloud_probes_feed_the_buffer() -> None:
@@ -80,7 +74,11 @@ async def test_inference_and_cloud_probes_feed_the_buffer() -> None:
         ]
         async with ProbeScheduler(sink=waiter.add, error_sink=waiter.add_error) as scheduler:
             await scheduler.set_pool("pool", specs)
-            await waiter.until(lambda: buffer.pending("pool") >= 4)
+            await waiter.until(
+                lambda: (
+                    waiter.kinds["ProbeResult"] >= 2 and waiter.kinds["ProviderObservation"] >= 1
+                )
+            )
     observed = buffer.drain("pool")
     assert observed.probes and all(p.outcome is ProbeOutcome.FAILING for p in observed.probes)
     assert observed.probes[0].detail.startswith("Timeout")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Protocol
 
 from crossfade.engine.observations import ProviderErrorKind, ProviderObservation
 from crossfade.probes.breaker import CircuitBreaker
+from crossfade.providers.base import NodeGroupState
+from crossfade.providers.errors import ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -23,46 +25,15 @@ MESSAGE_MAX_CHARS = 300
 BREAKER_ERROR_KINDS = frozenset({ProviderErrorKind.THROTTLED, ProviderErrorKind.UNAVAILABLE})
 
 
-class HealthIssueView(Protocol):
-    """The part of ``providers.base.HealthIssue`` this probe reads."""
-
-    @property
-    def code(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-    @property
-    def insufficient_capacity(self) -> bool: ...
-
-
-class NodeGroupStateView(Protocol):
-    """The part of ``providers.base.NodeGroupState`` this probe reads."""
-
-    @property
-    def desired(self) -> int: ...
-    @property
-    def min_size(self) -> int: ...
-    @property
-    def max_size(self) -> int: ...
-    @property
-    def ready(self) -> int | None: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def updating(self) -> bool: ...
-    @property
-    def health_issues(self) -> Sequence[HealthIssueView]: ...
-
-
 class Describable(Protocol):
-    """Structural view of ``providers.base.CapacityProvider``: only ``describe`` is used."""
+    """The part of ``providers.base.CapacityProvider`` this probe uses."""
 
-    async def describe(self) -> NodeGroupStateView: ...
+    async def describe(self) -> NodeGroupState: ...
 
 
 def error_kind_of(exc: BaseException) -> ProviderErrorKind:
-    """The typed kind of a provider error (``ProviderError.kind``); unknown means unavailable."""
-    kind = getattr(exc, "kind", None)
-    return kind if isinstance(kind, ProviderErrorKind) else ProviderErrorKind.UNAVAILABLE
+    """The typed kind of a provider error; anything untyped counts as the API being down."""
+    return exc.kind if isinstance(exc, ProviderError) else ProviderErrorKind.UNAVAILABLE
 
 
 class CloudProbe:
@@ -112,7 +83,8 @@ class CloudProbe:
                 self._breaker.record_failure()
             else:
                 self._breaker.record_success()  # the API answered, it is up
-            return self._error(at, kind, f"{type(exc).__name__}: {exc}")
+            code = exc.code if isinstance(exc, ProviderError) and exc.code else type(exc).__name__
+            return self._error(at, kind, f"{code}: {exc}")
         self._breaker.record_success()
         return self._observation(at, state)
 
@@ -125,7 +97,7 @@ class CloudProbe:
             placement=self.placement, at=at, error=kind, message=message[:MESSAGE_MAX_CHARS]
         )
 
-    def _observation(self, at: float, state: NodeGroupStateView) -> ProviderObservation:
+    def _observation(self, at: float, state: NodeGroupState) -> ProviderObservation:
         ice = [issue for issue in state.health_issues if issue.insufficient_capacity]
         issues = "; ".join(f"{i.code}: {i.message}" for i in state.health_issues)
         message = f"{state.status}" + (f" ({issues})" if issues else "")
