@@ -15,16 +15,27 @@ import datetime
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
 from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
-from crossfade.providers.kubeconfig import map_api_exception
+from crossfade.providers.kubeconfig import (
+    KUBECONFIG_SECRET_KEY,
+    ApiClientSource,
+    SecretKubeconfigClient,
+    as_source,
+    map_api_exception,
+)
+from crossfade.providers.registry import placement_member
+
+if TYPE_CHECKING:
+    from crossfade.providers.registry import ProviderContext
 
 PROVIDER_TYPE = "ClusterAPI"
+PLACEMENT_MEMBER = "clusterAPI"
 GROUP = "cluster.x-k8s.io"
 VERSION = "v1beta2"
 MACHINE_DEPLOYMENTS = "machinedeployments"
@@ -145,12 +156,12 @@ class ClusterAPIProvider:
         self,
         *,
         ref: MachineDeploymentRef,
-        api: client.ApiClient,
+        api: client.ApiClient | ApiClientSource,
         provisioning_timeout_s: float = PROVISIONING_TIMEOUT_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ref = ref
-        self._custom = client.CustomObjectsApi(api)
+        self._api = as_source(api)
         self._provisioning_timeout_s = provisioning_timeout_s
         self._clock = clock
 
@@ -158,9 +169,12 @@ class ClusterAPIProvider:
     def name(self) -> str:
         return f"capi/{self.ref.namespace}/{self.ref.name}"
 
+    async def _custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(await self._api())
+
     async def _get(self) -> dict[str, Any]:
         try:
-            found: dict[str, Any] = await self._custom.get_namespaced_custom_object(
+            found: dict[str, Any] = await (await self._custom()).get_namespaced_custom_object(
                 GROUP, VERSION, self.ref.namespace, MACHINE_DEPLOYMENTS, self.ref.name
             )
         except ApiException as error:
@@ -171,7 +185,7 @@ class ClusterAPIProvider:
 
     async def _machines(self) -> list[dict[str, Any]]:
         try:
-            listed = await self._custom.list_namespaced_custom_object(
+            listed = await (await self._custom()).list_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.ref.namespace,
@@ -232,7 +246,7 @@ class ClusterAPIProvider:
         try:
             # An absolute replica count through the scale subresource: replaying the same
             # request (same token after a lost reply) sets the same value again, harmlessly.
-            await self._custom.patch_namespaced_custom_object_scale(
+            await (await self._custom()).patch_namespaced_custom_object_scale(
                 GROUP,
                 VERSION,
                 self.ref.namespace,
@@ -253,3 +267,28 @@ class ClusterAPIProvider:
             token=token,
             writes=1,
         )
+
+
+def build(placement: Mapping[str, Any], context: ProviderContext) -> ClusterAPIProvider:
+    """Registry factory: the provider of one ``ClusterAPI`` placement (wire form).
+
+    The kubeconfig Secret is read from the pool's namespace on first use.
+    """
+    member = placement_member(placement, PLACEMENT_MEMBER)
+    secret = member.get("kubeconfigSecretRef") or {}
+    try:
+        ref = MachineDeploymentRef(
+            namespace=str(member["namespace"]), name=str(member["machineDeployment"])
+        )
+        secret_name = str(secret["name"])
+    except KeyError as missing:
+        raise InvalidRequest(
+            f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}"
+        ) from None
+    api = SecretKubeconfigClient(
+        management=context.management_client(),
+        namespace=context.namespace,
+        name=secret_name,
+        key=str(secret.get("key") or KUBECONFIG_SECRET_KEY),
+    )
+    return ClusterAPIProvider(ref=ref, api=api, clock=context.clock)

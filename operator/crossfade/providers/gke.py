@@ -20,11 +20,12 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as google_exceptions
+from google.auth import exceptions as google_auth_exceptions
 from google.cloud import container_v1
 
 from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
@@ -38,10 +39,15 @@ from crossfade.providers.errors import (
     Throttled,
     UpdateInProgress,
 )
+from crossfade.providers.registry import placement_member
+
+if TYPE_CHECKING:
+    from crossfade.providers.registry import ProviderContext
 
 log = logging.getLogger(__name__)
 
 PROVIDER_TYPE = "GKENodePool"
+PLACEMENT_MEMBER = "gkeNodePool"
 OPERATION_WAIT_S = 10.0
 OPERATION_POLL_INTERVAL_S = 2.0
 API_CALL_TIMEOUT_S = 30.0
@@ -353,3 +359,27 @@ def make_client(*, endpoint: str | None = None, credentials: Any = None) -> Any:
     return container_v1.ClusterManagerClient(
         transport="rest", credentials=credentials, client_options=options
     )
+
+
+def build(placement: Mapping[str, Any], context: ProviderContext) -> GKENodePoolProvider:
+    """Registry factory: the provider of one ``GKENodePool`` placement (wire form)."""
+    member = placement_member(placement, PLACEMENT_MEMBER)
+    try:
+        ref = GKENodePoolRef(
+            project=str(member["project"]),
+            location=str(member["location"]),
+            cluster=str(member["cluster"]),
+            node_pool=str(member["nodePool"]),
+        )
+    except KeyError as missing:
+        raise InvalidRequest(
+            f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}"
+        ) from None
+    try:
+        gke_client = make_client(endpoint=context.gke_endpoint, credentials=context.gke_credentials)
+    except google_auth_exceptions.DefaultCredentialsError as error:
+        raise PermissionDenied(
+            f"{ref.name}: no Application Default Credentials ({error})", code="NoCredentials"
+        ) from None
+    max_nodes = int((placement.get("nodes") or {}).get("max") or DEFAULT_MAX_NODES)
+    return GKENodePoolProvider(ref=ref, client=gke_client, max_nodes=max_nodes)

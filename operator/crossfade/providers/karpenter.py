@@ -22,16 +22,27 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
 from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
-from crossfade.providers.kubeconfig import map_api_exception
+from crossfade.providers.kubeconfig import (
+    KUBECONFIG_SECRET_KEY,
+    ApiClientSource,
+    SecretKubeconfigClient,
+    as_source,
+    map_api_exception,
+)
+from crossfade.providers.registry import placement_member
+
+if TYPE_CHECKING:
+    from crossfade.providers.registry import ProviderContext
 
 PROVIDER_TYPE = "KarpenterNodePool"
+PLACEMENT_MEMBER = "karpenterNodePool"
 GROUP = "karpenter.sh"
 VERSION = "v1"
 NODE_POOLS = "nodepools"
@@ -159,14 +170,13 @@ class KarpenterNodePoolProvider:
         self,
         *,
         ref: KarpenterNodePoolRef,
-        api: client.ApiClient,
+        api: client.ApiClient | ApiClientSource,
         max_nodes: int = DEFAULT_MAX_NODES,
         ice_event_window_s: float = ICE_EVENT_WINDOW_S,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ref = ref
-        self._custom = client.CustomObjectsApi(api)
-        self._core = client.CoreV1Api(api)
+        self._api = as_source(api)
         self._max_nodes = max_nodes
         self._ice_event_window_s = ice_event_window_s
         self._clock = clock
@@ -183,10 +193,10 @@ class KarpenterNodePoolProvider:
         except OSError as error:
             raise ProviderUnavailable(f"{what} of {self.name}: {error}") from None
 
-    async def _get(self) -> dict[str, Any]:
+    async def _get(self, custom: client.CustomObjectsApi) -> dict[str, Any]:
         pool: dict[str, Any] = await self._guard(
             "get NodePool",
-            self._custom.get_cluster_custom_object(GROUP, VERSION, NODE_POOLS, self.ref.name),
+            custom.get_cluster_custom_object(GROUP, VERSION, NODE_POOLS, self.ref.name),
         )
         return pool
 
@@ -206,17 +216,19 @@ class KarpenterNodePoolProvider:
         return math.floor(nodes), self._max_nodes
 
     async def describe(self) -> NodeGroupState:
-        pool = await self._get()
+        api = await self._api()
+        custom = client.CustomObjectsApi(api)
+        pool = await self._get(custom)
         listed = await self._guard(
             "list NodeClaims",
-            self._custom.list_cluster_custom_object(
+            custom.list_cluster_custom_object(
                 GROUP, VERSION, NODE_CLAIMS, label_selector=f"{NODE_POOL_LABEL}={self.ref.name}"
             ),
         )
         claims = [c for c in listed.get("items", []) if not c["metadata"].get("deletionTimestamp")]
         events = await self._guard(
             "list Events",
-            self._core.list_namespaced_event(
+            client.CoreV1Api(api).list_namespaced_event(
                 CLUSTER_SCOPED_EVENTS_NAMESPACE,
                 field_selector=f"involvedObject.kind=NodeClaim,reason={ICE_EVENT_REASON}",
             ),
@@ -242,14 +254,15 @@ class KarpenterNodePoolProvider:
         )
 
     async def scale(self, *, desired: int, token: str) -> ScaleResult:
-        pool = await self._get()
+        custom = client.CustomObjectsApi(await self._api())
+        pool = await self._get(custom)
         previous, maximum = self._sizes(pool)
         if not 0 <= desired <= maximum:
             raise InvalidRequest(f"{self.name}: desired {desired} outside 0..{maximum}")
         if previous == desired:
             return ScaleResult(desired=desired, changed=False, previous=previous, token=token)
         if "replicas" in (pool.get("spec") or {}):
-            call = self._custom.patch_cluster_custom_object_scale(
+            call = custom.patch_cluster_custom_object_scale(
                 GROUP,
                 VERSION,
                 NODE_POOLS,
@@ -260,7 +273,7 @@ class KarpenterNodePoolProvider:
         else:
             # Only this resource's limit is written; other limits (cpu, memory) stay as set.
             limit = str(desired * self.ref.accelerators_per_node)
-            call = self._custom.patch_cluster_custom_object(
+            call = custom.patch_cluster_custom_object(
                 GROUP,
                 VERSION,
                 NODE_POOLS,
@@ -277,3 +290,32 @@ class KarpenterNodePoolProvider:
             token=token,
             writes=1,
         )
+
+
+def build(placement: Mapping[str, Any], context: ProviderContext) -> KarpenterNodePoolProvider:
+    """Registry factory: the provider of one ``KarpenterNodePool`` placement (wire form).
+
+    Without ``kubeconfigSecretRef`` the NodePool is in the operator's own cluster.
+    """
+    member = placement_member(placement, PLACEMENT_MEMBER)
+    accelerator = placement.get("accelerator") or {}
+    if "nodePool" not in member:
+        raise InvalidRequest(
+            f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks 'nodePool'"
+        )
+    ref = KarpenterNodePoolRef(
+        name=str(member["nodePool"]),
+        accelerator_resource=str(accelerator.get("resourceName") or DEFAULT_ACCELERATOR_RESOURCE),
+        accelerators_per_node=int(accelerator.get("perNode") or 1),
+    )
+    secret = member.get("kubeconfigSecretRef")
+    api: ApiClientSource = context.management_client()
+    if secret:
+        api = SecretKubeconfigClient(
+            management=api,
+            namespace=context.namespace,
+            name=str(secret["name"]),
+            key=str(secret.get("key") or KUBECONFIG_SECRET_KEY),
+        )
+    max_nodes = int((placement.get("nodes") or {}).get("max") or DEFAULT_MAX_NODES)
+    return KarpenterNodePoolProvider(ref=ref, api=api, max_nodes=max_nodes, clock=context.clock)

@@ -7,10 +7,11 @@ appears in errors or logs: only the Secret's namespace/name and key are named.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import yaml
@@ -124,3 +125,64 @@ async def api_client_from_secret(
     """Return an ``ApiClient`` for the cluster whose kubeconfig is in Secret ``namespace/name``."""
     kubeconfig = await read_kubeconfig_secret(api, namespace=namespace, name=name, key=key)
     return await api_client_from_kubeconfig(kubeconfig)
+
+
+ApiClientSource = Callable[[], Awaitable[client.ApiClient]]
+
+
+def as_source(api: client.ApiClient | ApiClientSource) -> ApiClientSource:
+    """Return ``api`` as a source: a ready client is wrapped, a source is returned as is."""
+    if isinstance(api, client.ApiClient):
+
+        async def ready() -> client.ApiClient:
+            return api
+
+        return ready
+    return api
+
+
+async def default_api_client() -> client.ApiClient:
+    """Return a client for the operator's own cluster: in-cluster config, else ~/.kube/config."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class SecretKubeconfigClient:
+    """An ``ApiClientSource`` that reads a kubeconfig Secret on first use and keeps the client.
+
+    Provider factories are synchronous, so reading the Secret waits for the first call. A
+    401 from the remote cluster should be followed by ``reset()`` (the Secret may have been
+    rotated); the next call reads it again.
+    """
+
+    def __init__(
+        self,
+        *,
+        management: ApiClientSource,
+        namespace: str,
+        name: str,
+        key: str = KUBECONFIG_SECRET_KEY,
+    ) -> None:
+        self._management = management
+        self.namespace, self.name, self.key = namespace, name, key
+        self._client: client.ApiClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> client.ApiClient:
+        async with self._lock:
+            if self._client is None:
+                management = await self._management()
+                self._client = await api_client_from_secret(
+                    management, namespace=self.namespace, name=self.name, key=self.key
+                )
+            return self._client
+
+    async def reset(self) -> None:
+        async with self._lock:
+            if self._client is not None:
+                await self._client.close()
+                self._client = None
