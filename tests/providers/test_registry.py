@@ -93,16 +93,10 @@ def test_api_shaped_placements_build_the_right_provider(
     assert isinstance(provider, CapacityProvider)
 
 
-@pytest.mark.xfail(
-    reason="aws_eks.EksNodeGroupRef.from_placement reads clusterName/nodegroupName, while the "
-    "API (crossfade.api.placement.EKSNodeGroup) names them cluster/nodegroup",
-    raises=InvalidRequest,
-    strict=False,
-)
 def test_api_shaped_eks_placement_builds_through_the_aws_factory(aws_env: None) -> None:
     provider = build_provider(api_placement("EKSNodeGroup"), CONTEXT)
     assert isinstance(provider, CapacityProvider)
-    assert "gpu" in provider.name
+    assert "prod" in provider.name and "gpu" in provider.name
 
 
 def test_placement_values_reach_the_provider() -> None:
@@ -198,6 +192,23 @@ def test_built_in_types_fall_back_when_metadata_lacks_them(
     monkeypatch.setattr(registry, "_entry_point_targets", dict)
     assert available_types() == dict(BUILTIN_FACTORIES)
     assert isinstance(build_provider(api_placement("GKENodePool"), CONTEXT), GKENodePoolProvider)
+
+
+def test_environment_context_uses_anonymous_credentials_only_for_a_loopback_test_server() -> None:
+    local = ProviderContext.from_environment({"CROSSFADE_GKE_ENDPOINT": "http://127.0.0.1:8123"})
+    assert isinstance(local.gke_credentials, AnonymousCredentials)
+    private = ProviderContext.from_environment(
+        {"CROSSFADE_GKE_ENDPOINT": "https://container.private.example.com"}
+    )
+    assert private.gke_endpoint == "https://container.private.example.com"
+    assert private.gke_credentials is None  # ADC / Workload Identity
+    assert ProviderContext.from_environment({}).gke_endpoint is None
+
+
+def test_environment_context_passes_the_aws_endpoint_to_the_eks_factory() -> None:
+    context = ProviderContext.from_environment({"CROSSFADE_AWS_ENDPOINT_URL": "http://127.0.0.1:5"})
+    assert context.aws is not None
+    assert context.aws.endpoint_url == "http://127.0.0.1:5"
 
 
 def test_for_namespace_keeps_everything_else() -> None:

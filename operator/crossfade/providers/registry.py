@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
+from urllib.parse import urlsplit
 
 from crossfade.providers.base import CapacityProvider
 from crossfade.providers.errors import InvalidRequest
@@ -25,6 +27,9 @@ from crossfade.providers.kubeconfig import ApiClientSource, as_source, default_a
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "crossfade.providers"
+GKE_ENDPOINT_ENV = "CROSSFADE_GKE_ENDPOINT"
+AWS_ENDPOINT_ENV = "CROSSFADE_AWS_ENDPOINT_URL"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BUILTIN_FACTORIES: Mapping[str, str] = {
     "EKSNodeGroup": "crossfade.providers.registry:build_eks_node_group",
     "GKENodePool": "crossfade.providers.gke:build",
@@ -71,6 +76,30 @@ class ProviderContext:
         default_factory=_LazyDefaultClient, repr=False, compare=False
     )
 
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> ProviderContext:
+        """Return a context with the endpoint overrides the environment names, if any.
+
+        ``CROSSFADE_GKE_ENDPOINT`` and ``CROSSFADE_AWS_ENDPOINT_URL`` point the clients at
+        private endpoints (or the test doubles). Anonymous GKE credentials are used only for a
+        plain-HTTP loopback endpoint, which can only be the local test server; any other
+        endpoint still authenticates with ADC / Workload Identity.
+        """
+        env = os.environ if environ is None else environ
+        gke_endpoint = env.get(GKE_ENDPOINT_ENV) or None
+        gke_credentials = None
+        if gke_endpoint and _is_loopback_http(gke_endpoint):
+            from google.auth.credentials import AnonymousCredentials
+
+            gke_credentials = AnonymousCredentials()
+        aws = None
+        aws_endpoint = env.get(AWS_ENDPOINT_ENV) or None
+        if aws_endpoint:
+            from crossfade.providers.aws_eks import AwsProviderContext
+
+            aws = AwsProviderContext(endpoint_url=aws_endpoint)
+        return cls(gke_endpoint=gke_endpoint, gke_credentials=gke_credentials, aws=aws)
+
     def for_namespace(self, namespace: str) -> ProviderContext:
         """Return this context for a pool in ``namespace`` (the default client stays shared)."""
         return replace(self, namespace=namespace, _default_client=self._default_client)
@@ -80,6 +109,11 @@ class ProviderContext:
         if self.kube_api_client is not None:
             return as_source(self.kube_api_client)
         return self._default_client
+
+
+def _is_loopback_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS
 
 
 def placement_member(placement: Mapping[str, Any], member: str) -> Mapping[str, Any]:
@@ -130,7 +164,7 @@ def build_provider(
 ) -> CapacityProvider:
     """Build the provider of one placement (wire form), checking it keeps the protocol."""
     provider_type = str((placement.get("provider") or {}).get("type") or "")
-    provider = factory_for(provider_type)(placement, context or ProviderContext())
+    provider = factory_for(provider_type)(placement, context or ProviderContext.from_environment())
     if not isinstance(provider, CapacityProvider):
         raise InvalidRequest(
             f"factory of {provider_type} returned {type(provider).__name__}, "
@@ -147,4 +181,10 @@ def build_eks_node_group(
     from crossfade.providers.aws_eks import AwsProviderContext, build_eks_provider
 
     aws = context.aws if context.aws is not None else AwsProviderContext()
-    return build_eks_provider(placement, aws)
+    # The API names the member's fields cluster/nodegroup; the EKS factory reads
+    # clusterName/nodegroupName. Offer both spellings until the two agree.
+    provider = dict(placement.get("provider") or {})
+    member = dict(placement_member(placement, "eksNodeGroup"))
+    member.setdefault("clusterName", member.get("cluster"))
+    member.setdefault("nodegroupName", member.get("nodegroup"))
+    return build_eks_provider({**placement, "provider": {**provider, "eksNodeGroup": member}}, aws)
