@@ -68,6 +68,7 @@ def make_router(fault_proxy: FaultProxy, zone: dict[str, str]) -> RouterFactory:
         context = Context({"route53": make_route53_client(endpoint_url=fault_proxy.url)} | clients)
         router = build_route53_router(spec or pool_spec(zone), context)
         router._sleep = NoSleep()  # retries and INSYNC polls return at once
+        router._read_cache_ttl_s = 0.0  # every read reaches Route53 (cache: its own test)
         return router
 
     return make
@@ -292,3 +293,24 @@ def test_target_requires_zone_and_name() -> None:
     assert target.hosted_zone_id == "Z1" and target.fqdn == "api.x.com."
     assert target.placements[0].set_identifier == "sa"
     assert target.placements[0].values == ("1.2.3.4",)
+
+
+async def test_reads_are_cached_at_steady_state(
+    make_router: RouterFactory, fault_proxy: FaultProxy, moto_server: str, zone: dict[str, str]
+) -> None:
+    now = [0.0]
+    router = make_router()
+    router._read_cache_ttl_s = 30.0
+    router._clock = lambda: now[0]
+    await router.apply({"aws-a": 50, "gcp-b": 50})
+    lists_after_apply = len(fault_proxy.requests("ListResourceRecordSets"))
+    assert (await router.apply({"aws-a": 50, "gcp-b": 50})).writes == 0  # the same plan again
+    for _ in range(12):  # two minutes of reconciles every 10 s
+        reading = await router.read()
+        now[0] += 10
+    assert reading.weights == {"aws-a": 50, "gcp-b": 50}
+    # The apply primed the cache; it then expires at 30, 60 and 90 s: 2 lists a minute.
+    assert len(fault_proxy.requests("ListResourceRecordSets")) - lists_after_apply == 3
+    set_weight(moto_server, zone, identifier="aws-a", weight=3)
+    now[0] += 30
+    assert (await router.read()).drift  # seen once the cache expired

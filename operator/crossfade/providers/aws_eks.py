@@ -7,6 +7,7 @@ and Auto Scaling activities only while a scale-up it started is still settling.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -250,7 +251,9 @@ class EksNodeGroupProvider:
     async def scale(self, *, desired: int, token: str) -> ScaleResult:
         """Set the node group's desired size with ``token`` as the EKS clientRequestToken."""
         now = self._clock()
-        current = await self._refresh(now)
+        # A fresh cached state is good enough: re-applying the same plan on every reconcile
+        # then costs no call at all, and a stale answer can only cause one idempotent write.
+        current = await self.describe()
         if not current.min_size <= desired <= current.max_size:
             raise InvalidRequest(
                 f"{self.name}: desired {desired} outside {current.min_size}..{current.max_size}",
@@ -269,13 +272,12 @@ class EksNodeGroupProvider:
                 token=token,
             )
         except ProviderError as error:
+            self._cached = None
             log.warning(
                 "eks scale failed",
                 extra={"provider": self.name, "desired": desired, "error_code": error.code},
             )
             raise
-        finally:
-            self._cached = None
         writes = self._eks.caller.attempts["UpdateNodegroupConfig"] - attempts_before
         update_id = update.get("id")
         status = str(update.get("status", ""))
@@ -286,6 +288,11 @@ class EksNodeGroupProvider:
             last_update_status=status,
             asg_names=self._tracking.asg_names,
         )
+        # Remember what was asked for; the settling TTL brings the cloud's own answer soon.
+        self._cached = dataclasses.replace(
+            current, desired=desired, updating=status == UPDATE_IN_PROGRESS or current.updating
+        )
+        self._cached_at = now
         log.info(
             "eks scale requested",
             extra={

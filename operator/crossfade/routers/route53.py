@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -69,6 +70,10 @@ INSYNC = "INSYNC"
 # apply() follows its change this long at most; read() keeps following it afterwards.
 INSYNC_WAIT_S = 2.0
 INSYNC_POLL_S = 0.5
+# read() answers from memory this long (Route53 allows ~5 requests/s per account, shared
+# by every pool): with a 10 s reconcile period that is 2 ListResourceRecordSets a minute.
+# A pending change, or an apply, ends the cache early.
+READ_CACHE_TTL_S = 30.0
 RETRY_ATTEMPTS = 4
 RETRY_BASE_S = 0.2
 RETRY_MAX_WAIT_S = 4.0
@@ -193,6 +198,8 @@ class _Memory:
     layer_weights: dict[str, int] | None = None
     pending_change_id: str | None = None
     calls: dict[str, int] = field(default_factory=dict)
+    reading: RouteReading | None = None
+    read_at: float = 0.0
 
 
 class Route53Router:
@@ -206,12 +213,16 @@ class Route53Router:
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         insync_wait_s: float = INSYNC_WAIT_S,
+        read_cache_ttl_s: float = READ_CACHE_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._target = target
         self._limiter = limiter
         self._sleep = sleep
         self._insync_wait_s = insync_wait_s
+        self._read_cache_ttl_s = read_cache_ttl_s
+        self._clock = clock
         self._memory = _Memory()
 
     @property
@@ -299,6 +310,16 @@ class Route53Router:
         return str(change["ChangeInfo"]["Status"])
 
     async def read(self) -> RouteReading:
+        memory = self._memory
+        now = self._clock()
+        if memory.reading is not None and now - memory.read_at < self._read_cache_ttl_s:
+            return memory.reading
+        reading = await self._read_layer()
+        memory.reading = reading if reading.accepted else None
+        memory.read_at = now
+        return reading
+
+    async def _read_layer(self) -> RouteReading:
         records = await self._records()
         missing_ok = {
             p.set_identifier
@@ -337,6 +358,24 @@ class Route53Router:
         target = self._target
         wanted = validate_weights(weights, placements=target.placement_names)
         layer_wanted = to_layer_scale(wanted, max_weight=ROUTE53_MAX_WEIGHT)
+        cached = self._memory.reading
+        if (
+            cached is not None
+            and self._clock() - self._memory.read_at < self._read_cache_ttl_s
+            and not cached.drift
+            and cached.layer_weights == layer_wanted
+            and self._memory.layer_weights == layer_wanted
+        ):
+            # Re-applying the plan the layer was just seen holding costs no call.
+            return ApplyResult(
+                weights=wanted,
+                layer_weights=layer_wanted,
+                changed=False,
+                writes=0,
+                reason="Synced",
+                message=f"{self.name}: already holds {layer_wanted}",
+            )
+        self._memory.reading = None
         records = await self._records()
         current = {
             p.placement: int(records[p.set_identifier].get("Weight", 0))
@@ -364,6 +403,7 @@ class Route53Router:
         ]
         if not changes:
             memory.layer_weights = dict(layer_wanted)
+            self._remember_synced(layer_wanted)
             return ApplyResult(
                 weights=wanted,
                 layer_weights=layer_wanted,
@@ -383,6 +423,8 @@ class Route53Router:
         memory.layer_weights = dict(layer_wanted)
         memory.pending_change_id = submitted["ChangeInfo"]["Id"]
         insync = await self._follow_change(str(submitted["ChangeInfo"]["Status"]))
+        if insync:
+            self._remember_synced(layer_wanted)
         log.info(
             "route53 weights submitted",
             extra={"router": self.name, "weights": layer_wanted, "insync": insync},
@@ -397,6 +439,17 @@ class Route53Router:
             + ("" if insync else "; change not INSYNC yet"),
             drift_manager=manager,
         )
+
+    def _remember_synced(self, layer: Mapping[str, int]) -> None:
+        """Cache the reading the layer now gives, so reads right after an apply are free."""
+        self._memory.reading = RouteReading(
+            weights=to_crossfade_scale(layer),
+            accepted=True,
+            drift=False,
+            message=f"{self.name}: weights {dict(layer)} (0..{ROUTE53_MAX_WEIGHT})",
+            layer_weights=dict(layer),
+        )
+        self._memory.read_at = self._clock()
 
     async def _follow_change(self, status: str) -> bool:
         """Poll GetChange until INSYNC or ``insync_wait_s`` passed; return True when INSYNC."""
