@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from crossfade.api import HttpMethod, InferenceCheck
 from crossfade.engine.observations import ProbeOutcome
 from crossfade.probes.inference import (
     InferenceProbeConfig,
@@ -191,3 +192,60 @@ async def test_admin_endpoint_flips_behaviour_for_other_processes(
     async with session.put(server.admin_url, json={"behaviour": "healthy"}) as response:
         assert response.status == 200
     assert (await probe(session, server))[0] is ProbeOutcome.HEALTHY
+
+
+async def test_config_from_the_pools_health_check_posts_its_body(
+    session: aiohttp.ClientSession, server: FakeInferenceServer
+) -> None:
+    check = InferenceCheck(
+        path="/v1/chat/completions",
+        method=HttpMethod.POST,
+        body='{"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}',
+        timeout_seconds=2,
+        overloaded_latency_milliseconds=150,
+    )
+    config = InferenceProbeConfig.from_check(check, url=server.base_url + "/")
+    assert not config.stream and config.overloaded_latency_ms == 150.0
+    result = await probe_inference(session, placement="p", config=config)
+    assert result.outcome is ProbeOutcome.HEALTHY, result.detail
+    assert server.requests.by_path == {"/v1/chat/completions": 1}
+
+    server.set_behaviour(Behaviour.SLOW, delay_s=0.3)
+    slow = await probe_inference(session, placement="p", config=config)
+    assert slow.outcome is ProbeOutcome.OVERLOADED
+
+
+async def test_streaming_body_in_the_health_check_measures_time_to_first_token(
+    session: aiohttp.ClientSession, server: FakeInferenceServer
+) -> None:
+    check = InferenceCheck(
+        path="/v1/completions",
+        method=HttpMethod.POST,
+        body='{"model": "m", "prompt": "hi", "max_tokens": 2, "stream": true}',
+    )
+    config = InferenceProbeConfig.from_check(check, url=server.base_url)
+    assert config.stream
+    server.set_behaviour(Behaviour.SLOW_STREAM, delay_s=0.05, stream_chunks=2)
+    result = await probe_inference(session, placement="p", config=config)
+    assert result.outcome is ProbeOutcome.HEALTHY and "ttfb_ms=" in result.detail
+
+
+async def test_expected_status_and_plain_health_paths(
+    session: aiohttp.ClientSession, server: FakeInferenceServer
+) -> None:
+    # vLLM's /health answers 200 with an empty body: no JSON shape is asked of other paths
+    health = InferenceProbeConfig(url=server.base_url, path="/health")
+    result = await probe_inference(session, placement="p", config=health)
+    assert result.outcome is ProbeOutcome.HEALTHY, result.detail
+    missing = InferenceProbeConfig(url=server.base_url, path="/nope", expected_status=404)
+    result = await probe_inference(session, placement="p", config=missing)
+    assert result.outcome is ProbeOutcome.HEALTHY, result.detail
+    wrong = InferenceProbeConfig(url=server.base_url, expected_status=204)
+    result = await probe_inference(session, placement="p", config=wrong)
+    assert (result.outcome, result.detail.split(":")[0]) == (
+        ProbeOutcome.FAILING,
+        "UnexpectedStatus",
+    )
+    server.set_behaviour(Behaviour.ERROR_5XX, status=502)
+    result = await probe_inference(session, placement="p", config=health)
+    assert (result.outcome, result.detail.split(":")[0]) == (ProbeOutcome.FAILING, "ServerError")

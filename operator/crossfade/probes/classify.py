@@ -23,6 +23,7 @@ class Reason(enum.StrEnum):
     BACKPRESSURE = "Backpressure"
     SERVER_ERROR = "ServerError"
     CLIENT_ERROR = "ClientError"
+    UNEXPECTED_STATUS = "UnexpectedStatus"
     REDIRECT = "Redirect"
     TIMEOUT = "Timeout"
     CONNECTION_ERROR = "ConnectionError"
@@ -40,15 +41,17 @@ class Verdict:
     reason: Reason
 
 
-def classify_status(*, status: int, headers: Mapping[str, str]) -> Verdict | None:
-    """Classify by status alone; None means "2xx, go on and look at the body".
+def classify_status(
+    *, status: int, headers: Mapping[str, str], expected: int = HTTP_OK
+) -> Verdict | None:
+    """Classify by status alone; None means "the expected status, go on and read the body".
 
     429 and a 503 carrying Retry-After are the server's own backpressure (vLLM, TGI and
     gateways queueing) and count as overloaded. A bare 503 is what a proxy with no healthy
     upstream answers, so it counts as failing like any other 5xx. Redirects are never
     followed (they could carry the API key elsewhere) and count as failing.
     """
-    if 200 <= status < 300:
+    if status == expected:
         return None
     if status == HTTP_TOO_MANY_REQUESTS:
         return Verdict(ProbeOutcome.OVERLOADED, Reason.RATE_LIMITED)
@@ -58,7 +61,20 @@ def classify_status(*, status: int, headers: Mapping[str, str]) -> Verdict | Non
         return Verdict(ProbeOutcome.FAILING, Reason.SERVER_ERROR)
     if 300 <= status < 400:
         return Verdict(ProbeOutcome.FAILING, Reason.REDIRECT)
+    if 200 <= status < 300:
+        return Verdict(ProbeOutcome.FAILING, Reason.UNEXPECTED_STATUS)
     return Verdict(ProbeOutcome.FAILING, Reason.CLIENT_ERROR)
+
+
+def classify_body(*, body: bytes, expect_key: str | None) -> Verdict | None:
+    """Check a body: JSON with ``expect_key`` when given, otherwise only valid UTF-8."""
+    if expect_key is not None:
+        return classify_json_body(body=body, expect_key=expect_key)
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return Verdict(ProbeOutcome.FAILING, Reason.INVALID_UTF8)
+    return None
 
 
 def classify_json_body(*, body: bytes, expect_key: str) -> Verdict | None:

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from crossfade.api import InferenceCheck
 from crossfade.engine.observations import ProbeOutcome, ProbeResult
 from crossfade.probes.classify import (
+    HTTP_OK,
     Reason,
     Verdict,
-    classify_json_body,
+    classify_body,
     classify_latency,
     classify_sse_event,
     classify_status,
@@ -54,6 +56,9 @@ class InferenceProbeConfig:
 
     ``stream`` applies to completion modes: the probe then measures time to the first
     token event, and ``latency_ms`` of the result is that time (what a user waits for).
+    ``path`` / ``method`` / ``body`` override what ``mode`` would send (the API's
+    ``healthCheck.inference``); the body is then checked by the path it went to: ``data``
+    for ``.../v1/models``, ``choices`` for completions, nothing more for other paths.
     """
 
     url: str
@@ -64,6 +69,49 @@ class InferenceProbeConfig:
     overloaded_latency_ms: float = DEFAULT_OVERLOADED_LATENCY_MS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     headers: SecretHeaders = field(default_factory=SecretHeaders)
+    path: str | None = None
+    method: str | None = None
+    body: str | None = None
+    expected_status: int = HTTP_OK
+
+    @classmethod
+    def from_check(
+        cls, check: InferenceCheck, *, url: str, headers: SecretHeaders | None = None
+    ) -> InferenceProbeConfig:
+        """Build from the pool's ``healthCheck.inference`` and a placement's endpoint URL.
+
+        A POST body asking for ``"stream": true`` makes the probe measure time to first token.
+        """
+        return cls(
+            url=url,
+            path=check.path,
+            method=check.method.value,
+            body=check.body,
+            stream=_asks_for_stream(check.body),
+            expected_status=check.expected_status,
+            timeout_s=float(check.timeout_seconds),
+            overloaded_latency_ms=float(check.overloaded_latency_milliseconds),
+            headers=headers or SecretHeaders(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    method: str
+    url: str
+    body: bytes | None
+    expect_key: str | None
+    streaming: bool
+
+
+def _asks_for_stream(body: str | None) -> bool:
+    if not body:
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("stream") is True
 
 
 class _BodyTooLargeError(Exception):
@@ -138,18 +186,39 @@ def _elapsed_ms(started: float, monotonic: Callable[[], float]) -> float:
     return (monotonic() - started) * 1000.0
 
 
-def _request(config: InferenceProbeConfig) -> tuple[str, str, dict[str, object] | None]:
+def _request(config: InferenceProbeConfig) -> _Request:
     base = config.url.rstrip("/")
     if config.mode is ProbeMode.MODELS:
-        return "GET", f"{base}/v1/models", None
-    stream = config.stream
-    tokens = STREAM_MAX_TOKENS if stream else COMPLETION_MAX_TOKENS
-    body: dict[str, object] = {"model": config.model, "max_tokens": tokens, "stream": stream}
-    if config.mode is ProbeMode.CHAT:
-        body["messages"] = [{"role": "user", "content": "ping"}]
-        return "POST", f"{base}/v1/chat/completions", body
-    body["prompt"] = "ping"
-    return "POST", f"{base}/v1/completions", body
+        method, path, body = "GET", "/v1/models", None
+    else:
+        tokens = STREAM_MAX_TOKENS if config.stream else COMPLETION_MAX_TOKENS
+        document: dict[str, object] = {
+            "model": config.model,
+            "max_tokens": tokens,
+            "stream": config.stream,
+        }
+        if config.mode is ProbeMode.CHAT:
+            document["messages"] = [{"role": "user", "content": "ping"}]
+            path = "/v1/chat/completions"
+        else:
+            document["prompt"] = "ping"
+            path = "/v1/completions"
+        method, body = "POST", json.dumps(document)
+    if config.path is not None:
+        path = config.path
+    if config.method is not None:
+        method = config.method.upper()
+    if config.body is not None:
+        body = config.body
+    if path.endswith("/v1/models"):
+        expect_key: str | None = "data"
+    elif path.endswith("completions"):
+        expect_key = "choices"
+    else:
+        expect_key = None
+    streaming = config.stream and method == "POST"
+    encoded = body.encode() if body is not None and method != "GET" else None
+    return _Request(method, base + path, encoded, expect_key, streaming)
 
 
 async def _exchange(
@@ -159,37 +228,41 @@ async def _exchange(
     started: float,
     monotonic: Callable[[], float],
 ) -> tuple[Verdict, float | None, str]:
-    method, url, body = _request(config)
+    request = _request(config)
     # identity: with auto_decompress off, a compressed answer would read as malformed
     headers = {"Accept": "application/json", "Accept-Encoding": "identity", **config.headers}
-    data = json.dumps(body).encode() if body is not None else None
-    if data is not None:
+    if request.body is not None:
         headers["Content-Type"] = "application/json"
     async with session.request(
-        method, url, data=data, headers=headers, allow_redirects=False
+        request.method, request.url, data=request.body, headers=headers, allow_redirects=False
     ) as response:
-        by_status = classify_status(status=response.status, headers=response.headers)
+        by_status = classify_status(
+            status=response.status, headers=response.headers, expected=config.expected_status
+        )
         if by_status is not None:
             response.close()  # do not drain an error body we will not read
             return by_status, _elapsed_ms(started, monotonic), f"HTTP {response.status}"
-        streaming = config.stream and config.mode is not ProbeMode.MODELS
-        if streaming:
+        if request.streaming:
             ttfb_ms = await _read_stream(response, config=config, started=started, mt=monotonic)
             verdict = classify_latency(
                 latency_ms=ttfb_ms, overloaded_latency_ms=config.overloaded_latency_ms
             )
             total_ms = _elapsed_ms(started, monotonic)
-            return verdict, ttfb_ms, f"HTTP 200 ttfb_ms={ttfb_ms:.1f} total_ms={total_ms:.1f}"
+            detail = f"HTTP {response.status} ttfb_ms={ttfb_ms:.1f} total_ms={total_ms:.1f}"
+            return verdict, ttfb_ms, detail
         payload = await _read_bounded(response, limit=config.max_body_bytes)
-        expect = "data" if config.mode is ProbeMode.MODELS else "choices"
-        malformed = classify_json_body(body=payload, expect_key=expect)
+        malformed = classify_body(body=payload, expect_key=request.expect_key)
         if malformed is not None:
-            return malformed, _elapsed_ms(started, monotonic), f"HTTP 200, {len(payload)} bytes"
+            return (
+                malformed,
+                _elapsed_ms(started, monotonic),
+                f"HTTP {response.status}, {len(payload)} bytes",
+            )
         latency_ms = _elapsed_ms(started, monotonic)
         verdict = classify_latency(
             latency_ms=latency_ms, overloaded_latency_ms=config.overloaded_latency_ms
         )
-        return verdict, latency_ms, f"HTTP 200 total_ms={latency_ms:.1f}"
+        return verdict, latency_ms, f"HTTP {response.status} total_ms={latency_ms:.1f}"
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, *, limit: int) -> bytes:

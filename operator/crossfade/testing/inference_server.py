@@ -1,9 +1,10 @@
 """Fake OpenAI-compatible inference server (aiohttp) with switchable faults, for tests and demos.
 
-It answers ``GET /v1/models``, ``POST /v1/completions`` and ``POST /v1/chat/completions`` the
-way vLLM does (JSON bodies, server-sent events when ``"stream": true``). A behaviour switch
-injects the faults a real model server shows: 5xx, 429, slowness, hangs, dropped connections,
-garbage or oversized or non-UTF-8 bodies, slow token streams and redirect loops.
+It answers ``GET /v1/models``, ``GET /health``, ``POST /v1/completions`` and
+``POST /v1/chat/completions`` the way vLLM does (JSON bodies, server-sent events when
+``"stream": true``). A behaviour switch injects the faults a real model server shows:
+5xx, 429, slowness, hangs, dropped connections, garbage or oversized or non-UTF-8 bodies,
+slow token streams and redirect loops.
 
 The behaviour can be flipped in process (``server.set_behaviour(...)``) or by any other
 process over the admin endpoint, which no behaviour affects::
@@ -173,6 +174,8 @@ class FakeInferenceServer:
         # also lets one server stand in for many endpoints.
         if request.path.endswith("/v1/models") and request.method == "GET":
             return web.json_response(_models(knobs))
+        if request.path.endswith("/health") and request.method == "GET":
+            return web.Response(status=200)  # vLLM: 200, empty body
         completion_paths = ("/v1/completions", "/v1/chat/completions")
         if request.method == "POST" and request.path.endswith(completion_paths):
             chat = request.path.endswith("chat/completions")
