@@ -108,6 +108,9 @@ def expected_grants(
     if karpenter:
         grants += [
             _g("karpenter.sh", "nodepools", "get patch", Scope.CLUSTER),
+            _g("karpenter.sh", "nodepools/scale", "get patch", Scope.CLUSTER),
+            # Karpenter's ICE Events about cluster-scoped NodeClaims land in "default".
+            _g("", "events", "list", Scope.RELEASE, namespace="default"),
             _g("karpenter.sh", "nodeclaims", "get list watch", Scope.CLUSTER),
         ]
     for namespace, names in (secrets or {}).items():

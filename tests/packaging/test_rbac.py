@@ -108,10 +108,20 @@ def _name_for(verb: str) -> str:
 def questions(grants: list[Grant], *, release_ns: str, cluster_wide: bool) -> list[Ask]:
     """Turn the permission table into the questions that prove it exactly."""
     asks: list[Ask] = []
-    verbs_by_resource: dict[tuple[str, str], set[str]] = {}
-    for grant in grants:
-        key = (grant.group, grant.resource)
-        verbs_by_resource.setdefault(key, set()).update(grant.verbs)
+
+    # (group, resource, namespace) -> every verb some grant allows there
+    def verbs_where(group: str, resource: str, namespace: str) -> set[str]:
+        """Every verb some grant allows on this resource in this namespace."""
+        verbs: set[str] = set()
+        for grant in grants:
+            if (grant.group, grant.resource) != (group, resource):
+                continue
+            inside, _ = _namespaces_for(grant, release_ns=release_ns, cluster_wide=cluster_wide)
+            everywhere = grant.scope is Scope.SERVED and cluster_wide
+            if everywhere or namespace in inside:
+                verbs |= grant.verbs
+        return verbs
+
     for grant in grants:
         inside, outside = _namespaces_for(grant, release_ns=release_ns, cluster_wide=cluster_wide)
         common = {"group": grant.group, "resource": grant.plural, "subresource": grant.subresource}
@@ -123,7 +133,7 @@ def questions(grants: list[Grant], *, release_ns: str, cluster_wide: bool) -> li
                     asks.append(
                         Ask(verb, namespace=namespace, name=OTHER_OBJECT, allowed=False, **common)
                     )
-            granted_anyhow = verbs_by_resource[(grant.group, grant.resource)]
+            granted_anyhow = verbs_where(grant.group, grant.resource, namespace)
             for verb in sorted(set(STANDARD_VERBS) - granted_anyhow):
                 asks.append(
                     Ask(verb, namespace=namespace, name=_name_for(verb), allowed=False, **common)

@@ -56,9 +56,19 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
   resources: ["nodepools"]
   verbs: ["get", "patch"]
 - apiGroups: ["karpenter.sh"]
+  resources: ["nodepools/scale"]
+  verbs: ["get", "patch"]
+- apiGroups: ["karpenter.sh"]
   resources: ["nodeclaims"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+{{- end }}
+
+{{/* Karpenter records insufficient-capacity Events of cluster-scoped NodeClaims in "default". */}}
+{{- define "crossfade.rules.karpenterEvents" -}}
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* Release namespace only: the leader Lease. */}}
