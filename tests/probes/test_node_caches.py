@@ -1,0 +1,92 @@
+"""Node caches are shared per (cluster, selector) and stopped when the last user lets go."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from kubernetes_asyncio import client
+
+from crossfade.api import Provider
+from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
+from crossfade.testing.controlplane import TestCluster
+
+WAIT_S = 20.0
+
+
+@pytest.mark.parametrize(
+    ("wire", "labels"),
+    [
+        (
+            {
+                "type": "EKSNodeGroup",
+                "eksNodeGroup": {"region": "us-east-1", "cluster": "prod", "nodegroup": "gpu-a"},
+            },
+            {"eks.amazonaws.com/nodegroup": "gpu-a"},
+        ),
+        (
+            {
+                "type": "GKENodePool",
+                "gkeNodePool": {
+                    "project": "my-project",
+                    "location": "europe-west4",
+                    "cluster": "prod",
+                    "nodePool": "tpu-b",
+                },
+            },
+            {"cloud.google.com/gke-nodepool": "tpu-b"},
+        ),
+        (
+            {
+                "type": "ClusterAPI",
+                "clusterAPI": {
+                    "kubeconfigSecretRef": {"name": "mgmt", "key": "value"},
+                    "namespace": "capi",
+                    "machineDeployment": "md-gpu",
+                },
+            },
+            {"cluster.x-k8s.io/deployment-name": "md-gpu"},
+        ),
+        (
+            {"type": "KarpenterNodePool", "karpenterNodePool": {"nodePool": "gpu"}},
+            {"karpenter.sh/nodepool": "gpu"},
+        ),
+    ],
+)
+def test_node_labels_follow_the_provider(wire: dict[str, object], labels: dict[str, str]) -> None:
+    assert node_labels_for(Provider.model_validate(wire)) == labels
+
+
+async def test_shared_cache_stops_with_its_last_user(
+    cloud_clusters: dict[str, TestCluster],
+) -> None:
+    group = f"reg-{uuid.uuid4().hex[:6]}"
+    labels = {"eks.amazonaws.com/nodegroup": group}
+    api = await cloud_clusters["aws"].async_api_client()
+    async with api:
+        registry = NodeCacheRegistry()
+        first = registry.acquire(cluster="aws", api=api, labels=labels)
+        second = registry.acquire(cluster="aws", api=api, labels=labels)
+        other = registry.acquire(cluster="gcp", api=api, labels=labels)
+        assert first is second and first is not other
+        assert registry.active() == {
+            ("aws", f"eks.amazonaws.com/nodegroup={group}"): 2,
+            ("gcp", f"eks.amazonaws.com/nodegroup={group}"): 1,
+        }
+        await client.CoreV1Api(api).create_node(
+            client.V1Node(metadata=client.V1ObjectMeta(name=f"{group}-n", labels=labels))
+        )
+        summary = await first.wait_until(lambda s: s.total == 1, timeout_s=WAIT_S)
+        assert summary.ready == 0
+
+        task = first._task
+        await registry.release(cluster="aws", labels=labels)
+        assert task is not None and not task.done()
+        await registry.release(cluster="aws", labels=labels)
+        assert task.done() and first._task is None
+        await registry.release(cluster="aws", labels=labels)  # releasing twice is harmless
+
+        other_task = other._task
+        await registry.close()
+        assert other_task is not None and other_task.done()
+        assert registry.active() == {}
