@@ -119,13 +119,16 @@ async def run() -> dict[str, Any]:
             )
             for name, ref in refs.items()
         }
+        records = [{"placement": n, "values": [f"{n}.lb.example.net"]} for n in PLACEMENTS]
         spec = {
             "traffic": {
-                "route53": {"hostedZoneId": zone["id"], "recordName": f"api.{zone['domain']}"}
+                "route53": {
+                    "hostedZoneId": zone["id"].removeprefix("/hostedzone/"),
+                    "recordName": f"api.{zone['domain']}",
+                    "records": records,
+                }
             },
-            "placements": [
-                {"name": n, "route53": {"value": f"{n}.lb.example.net"}} for n in PLACEMENTS
-            ],
+            "placements": [{"name": n} for n in PLACEMENTS],
         }
         router = build_route53_router(
             spec,

@@ -226,18 +226,14 @@ async def test_steady_state_costs_two_describes_per_minute(
     assert fault_proxy.requests("UpdateNodegroupConfig") == []
 
 
-def test_placement_without_nodegroup_name_is_invalid() -> None:
-    with pytest.raises(InvalidRequest, match="nodegroupName"):
+def test_placement_without_nodegroup_is_invalid() -> None:
+    with pytest.raises(InvalidRequest, match="nodegroup"):
         EksNodeGroupRef.from_placement(
-            {"name": "aws-a", "provider": {"eksNodeGroup": {"region": REGION, "clusterName": "c"}}}
+            {"name": "aws-a", "provider": {"eksNodeGroup": {"region": REGION, "cluster": "c"}}}
         )
-    ref = EksNodeGroupRef.from_placement(
-        {
-            "name": "aws-a",
-            "provider": {
-                "type": "EKSNodeGroup",
-                "eksNodeGroup": {"region": REGION, "clusterName": "c", "nodegroupName": "n"},
-            },
-        }
-    )
-    assert ref == EksNodeGroupRef(region=REGION, cluster="c", nodegroup="n")
+    expected = EksNodeGroupRef(region=REGION, cluster="c", nodegroup="n")
+    api_shape = {"region": REGION, "cluster": "c", "nodegroup": "n"}
+    eks_shape = {"region": REGION, "clusterName": "c", "nodegroupName": "n"}
+    for member in (api_shape, eks_shape):
+        placement = {"name": "aws-a", "provider": {"type": "EKSNodeGroup", "eksNodeGroup": member}}
+        assert EksNodeGroupRef.from_placement(placement) == expected

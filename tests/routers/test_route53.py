@@ -8,6 +8,8 @@ from typing import Any
 
 import boto3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crossfade.providers.ratelimit import TokenBucket
 from crossfade.routers.base import (
@@ -16,6 +18,7 @@ from crossfade.routers.base import (
     RouterConfigError,
     TrafficRouter,
     WeightsDriftedError,
+    to_crossfade_scale,
 )
 from crossfade.routers.route53 import (
     Route53Router,
@@ -23,6 +26,7 @@ from crossfade.routers.route53 import (
     build_route53_router,
     make_route53_client,
     route53_target,
+    to_route53_weights,
 )
 from crossfade.testing.aws_faults import Fault, FaultProxy
 
@@ -50,15 +54,25 @@ def zone(moto_server: str, aws_env: None) -> dict[str, str]:
     return {"id": created["HostedZone"]["Id"].removeprefix("/hostedzone/"), "domain": domain}
 
 
-def pool_spec(zone: dict[str, str], **route53: Any) -> dict[str, Any]:
+DEFAULT_RECORDS = [
+    {"placement": "aws-a", "values": ["a.lb.example.net"]},
+    {"placement": "gcp-b", "values": ["b.lb.example.net"]},
+]
+
+
+def pool_spec(
+    zone: dict[str, str], records: list[dict[str, Any]] | None = None, **route53: Any
+) -> dict[str, Any]:
     return {
         "traffic": {
-            "route53": {"hostedZoneId": zone["id"], "recordName": f"api.{zone['domain']}"} | route53
+            "route53": {
+                "hostedZoneId": zone["id"],
+                "recordName": f"api.{zone['domain']}",
+                "records": records or DEFAULT_RECORDS,
+            }
+            | route53
         },
-        "placements": [
-            {"name": "aws-a", "route53": {"value": "a.lb.example.net"}},
-            {"name": "gcp-b", "route53": {"value": "b.lb.example.net"}},
-        ],
+        "placements": [{"name": "aws-a"}, {"name": "gcp-b"}],
     }
 
 
@@ -109,8 +123,8 @@ async def test_apply_creates_weighted_records_in_one_batch_and_waits_for_insync(
     assert isinstance(router, TrafficRouter)
     result = await router.apply({"aws-a": 75, "gcp-b": 25})
     assert result.changed and result.writes == 1 and result.reason == "Synced"
-    assert result.layer_weights == {"aws-a": 150, "gcp-b": 50}
-    assert live_weights(moto_server, zone) == {"aws-a": 150, "gcp-b": 50}
+    assert result.layer_weights == {"aws-a": 255, "gcp-b": 85}
+    assert live_weights(moto_server, zone) == {"aws-a": 255, "gcp-b": 85}
     [batch] = fault_proxy.requests("ChangeResourceRecordSets")
     assert batch.body.count(b"<Change>") == 2
     assert fault_proxy.requests("GetChange") == []  # moto answered INSYNC right away
@@ -122,11 +136,11 @@ async def test_shift_and_read_back(
     router = make_router()
     await router.apply({"aws-a": 100, "gcp-b": 0})
     result = await router.apply({"aws-a": 10, "gcp-b": 90})
-    assert result.layer_weights == {"aws-a": 20, "gcp-b": 180}
+    assert result.layer_weights == {"aws-a": 28, "gcp-b": 255}
     reading = await router.read()
     assert reading.weights == {"aws-a": 10, "gcp-b": 90}
     assert reading.accepted is True and not reading.drift
-    assert live_weights(moto_server, zone) == {"aws-a": 20, "gcp-b": 180}
+    assert live_weights(moto_server, zone) == {"aws-a": 28, "gcp-b": 255}
 
 
 async def test_apply_of_held_weights_makes_no_write(
@@ -198,7 +212,7 @@ async def test_drift_is_reported_and_reasserted(
     assert reading.drift and reading.reason == "Drifted"
     result = await router.apply({"aws-a": 50, "gcp-b": 50})
     assert result.changed and result.drift_manager == "unknown"
-    assert live_weights(moto_server, zone) == {"aws-a": 100, "gcp-b": 100}
+    assert live_weights(moto_server, zone) == {"aws-a": 255, "gcp-b": 255}
 
 
 async def test_drift_with_back_off_policy_leaves_weights_alone(
@@ -212,35 +226,34 @@ async def test_drift_with_back_off_policy_leaves_weights_alone(
     assert live_weights(moto_server, zone)["gcp-b"] == 1
 
 
-async def test_existing_records_keep_their_data_and_get_health_checks(
+async def test_existing_records_get_spec_values_weights_and_health_checks(
     make_router: RouterFactory, moto_server: str, zone: dict[str, str]
 ) -> None:
     set_weight(moto_server, zone, identifier="aws-a", weight=1)
     set_weight(moto_server, zone, identifier="gcp-b", weight=1)
-    spec = pool_spec(zone)
-    spec["placements"] = [
-        {"name": "aws-a", "route53": {"healthCheckId": "hc-aws"}},
-        {"name": "gcp-b"},
+    records = [
+        {"placement": "aws-a", "values": ["aws-a.other.example.net"], "healthCheckId": "hc-aws"},
+        {"placement": "gcp-b", "values": ["b.lb.example.net"]},
     ]
-    await make_router(spec).apply({"aws-a": 30, "gcp-b": 70})
+    await make_router(pool_spec(zone, records)).apply({"aws-a": 30, "gcp-b": 70})
     client = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
-    records = {
+    live = {
         r["SetIdentifier"]: r
         for r in client.list_resource_record_sets(HostedZoneId=zone["id"])["ResourceRecordSets"]
         if "SetIdentifier" in r
     }
-    assert records["aws-a"]["ResourceRecords"] == [{"Value": "aws-a.other.example.net"}]
-    assert records["aws-a"].get("HealthCheckId") == "hc-aws"
-    assert (records["aws-a"]["Weight"], records["gcp-b"]["Weight"]) == (60, 140)
+    assert live["aws-a"]["ResourceRecords"] == [{"Value": "aws-a.other.example.net"}]
+    assert live["aws-a"].get("HealthCheckId") == "hc-aws"
+    assert live["gcp-b"]["ResourceRecords"] == [{"Value": "b.lb.example.net"}]
+    assert (live["aws-a"]["Weight"], live["gcp-b"]["Weight"]) == (109, 255)
 
 
-async def test_missing_record_without_data_is_route_not_found(
+async def test_missing_record_without_values_is_route_not_found(
     make_router: RouterFactory, zone: dict[str, str]
 ) -> None:
-    spec = pool_spec(zone)
-    spec["placements"][1] = {"name": "gcp-b"}
+    records = [DEFAULT_RECORDS[0], {"placement": "gcp-b", "values": []}]
     with pytest.raises(RouteNotFoundError, match="gcp-b"):
-        await make_router(spec).apply({"aws-a": 50, "gcp-b": 50})
+        await make_router(pool_spec(zone, records)).apply({"aws-a": 50, "gcp-b": 50})
 
 
 async def test_missing_zone_is_route_not_found(
@@ -279,20 +292,56 @@ async def test_empty_client_bucket_reports_throttled_without_calling_aws(
     assert len(fault_proxy.requests("ListResourceRecordSets")) == 1
 
 
-def test_target_requires_zone_and_name() -> None:
+def test_target_reads_the_api_shape_and_rejects_gaps() -> None:
     with pytest.raises(RouterConfigError):
         route53_target({"traffic": {"route53": {"recordName": "x"}}, "placements": [{"name": "a"}]})
+    section = {"hostedZoneId": "/hostedzone/Z1", "recordName": "api.x.com", "maxWeight": 100}
+    one = [{"placement": "a", "setIdentifier": "sa", "values": ["1.2.3.4"]}]
     target = route53_target(
         {
-            "traffic": {"route53": {"hostedZoneId": "/hostedzone/Z1", "recordName": "api.x.com"}},
-            "placements": [
-                {"name": "a", "route53": {"setIdentifier": "sa", "values": ["1.2.3.4"]}}
-            ],
+            "traffic": {"route53": section | {"records": one, "type": "A"}},
+            "placements": [{"name": "a"}],
         }
     )
-    assert target.hosted_zone_id == "Z1" and target.fqdn == "api.x.com."
+    assert (target.hosted_zone_id, target.fqdn, target.record_type) == ("Z1", "api.x.com.", "A")
+    assert target.max_weight == 100 and target.ttl_s == 60
     assert target.placements[0].set_identifier == "sa"
     assert target.placements[0].values == ("1.2.3.4",)
+    with pytest.raises(RouterConfigError, match="no record for placement b"):
+        route53_target(
+            {
+                "traffic": {"route53": section | {"records": one}},
+                "placements": [{"name": "a"}, {"name": "b"}],
+            }
+        )
+    with pytest.raises(RouterConfigError, match="unknown placements: z"):
+        route53_target(
+            {
+                "traffic": {
+                    "route53": section | {"records": [*one, {"placement": "z", "values": ["x"]}]}
+                },
+                "placements": [{"name": "a"}],
+            }
+        )
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c", "d"]), st.integers(min_value=0, max_value=100), min_size=1
+    ).filter(lambda w: sum(w.values()) > 0),
+    st.integers(min_value=1, max_value=255),
+)
+def test_route53_weights_keep_ratios_and_never_lose_a_share(
+    weights: dict[str, int], max_weight: int
+) -> None:
+    layer = to_route53_weights(weights, max_weight=max_weight)
+    assert max(layer.values()) == max_weight
+    assert all(0 <= value <= max_weight for value in layer.values())
+    assert all((layer[name] > 0) == (weights[name] > 0) for name in weights)
+    if max_weight == 255:
+        back = to_crossfade_scale(layer)
+        exact = to_crossfade_scale(weights)
+        assert all(abs(back[name] - exact[name]) <= 1 for name in weights)
 
 
 async def test_reads_are_cached_at_steady_state(

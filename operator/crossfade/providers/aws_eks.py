@@ -67,20 +67,27 @@ class EksNodeGroupRef:
 
     @classmethod
     def from_placement(cls, placement: Mapping[str, Any]) -> EksNodeGroupRef:
-        """Read ``provider.eksNodeGroup {region, clusterName, nodegroupName}`` (wire form)."""
+        """Read ``provider.eksNodeGroup {region, cluster, nodegroup}`` (wire form).
+
+        The older spelling ``clusterName`` / ``nodegroupName`` (the EKS API's) is accepted too.
+        """
         provider = placement.get("provider") or {}
         member = provider.get(PLACEMENT_MEMBER) or {}
-        try:
-            return cls(
-                region=str(member["region"]),
-                cluster=str(member["clusterName"]),
-                nodegroup=str(member["nodegroupName"]),
-            )
-        except KeyError as missing:
+        region = member.get("region")
+        cluster = member.get("cluster") or member.get("clusterName")
+        nodegroup = member.get("nodegroup") or member.get("nodegroupName")
+        missing = [
+            field
+            for field, value in (("region", region), ("cluster", cluster), ("nodegroup", nodegroup))
+            if not value
+        ]
+        if missing:
             raise InvalidRequest(
-                f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}",
+                f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks "
+                + ", ".join(missing),
                 code="InvalidPlacement",
-            ) from None
+            )
+        return cls(region=str(region), cluster=str(cluster), nodegroup=str(nodegroup))
 
 
 def classify_health_issue(

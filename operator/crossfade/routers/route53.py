@@ -1,20 +1,20 @@
 """Route53 router: weighted records of one DNS name, one set identifier per placement.
 
-Wire form read from the pool spec:
+Wire form read from the pool spec (``api.policy.Route53Traffic``):
 
-- ``traffic.route53``: ``hostedZoneId``, ``recordName``, ``recordType?`` (default ``CNAME``),
-  ``ttlSeconds?`` (default 60), ``region?``, ``driftPolicy?`` (Reassert | BackOff).
-- ``placements[].route53?``: ``setIdentifier?`` (default: the placement name),
-  ``value?`` or ``values?`` (record data) or ``aliasTarget? {hostedZoneId, dnsName,
-  evaluateTargetHealth?}``, ``healthCheckId?``. Record data is only needed when crossfade
-  should create a missing record; existing records keep their data and only their weight
-  (and health check, when given) is changed.
+- ``traffic.route53``: ``hostedZoneId``, ``recordName``, ``type?`` (default ``CNAME``),
+  ``ttlSeconds?`` (default 60), ``maxWeight?`` (default 255), ``driftPolicy?`` (Reassert |
+  BackOff; not in the API yet, Reassert), ``records[]``: one per placement with
+  ``placement``, ``setIdentifier?`` (default: the placement name), ``values`` and, not in
+  the API yet, ``healthCheckId?`` and ``aliasTarget? {hostedZoneId, dnsName,
+  evaluateTargetHealth?}``. Missing records are created from their values; an existing
+  record gets the spec's weight, values and health check, and keeps everything else.
 
-Weights are mapped onto Route53's 0..255. One decision is one ``ChangeResourceRecordSets``
-batch (UPSERTs only); the change is then followed with ``GetChange`` until INSYNC. Calls
-take a token from the process-wide Route53 bucket (AWS allows about 5 requests per second
-per account) and retryable errors are retried with full-jitter backoff. Credentials come
-only from boto3's default chain.
+Weights are mapped onto Route53's 0..maxWeight (the largest share gets maxWeight). One
+decision is one ``ChangeResourceRecordSets`` batch (UPSERTs only); the change is then
+followed with ``GetChange`` until INSYNC. Calls take a token from the process-wide Route53
+bucket (AWS allows about 5 requests per second per account) and retryable errors are
+retried with full-jitter backoff. Credentials come only from boto3's default chain.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from tenacity import (
 from crossfade.routers.base import (
     ApplyResult,
     DriftPolicy,
+    InvalidWeightsError,
     RouteNotFoundError,
     RouterConfigError,
     RouteReading,
@@ -49,7 +50,6 @@ from crossfade.routers.base import (
     RouterUnavailableError,
     WeightsDriftedError,
     to_crossfade_scale,
-    to_layer_scale,
     validate_weights,
 )
 
@@ -181,6 +181,7 @@ class Route53Target:
     ttl_s: int = DEFAULT_TTL_S
     placements: tuple[PlacementRecord, ...] = ()
     drift_policy: DriftPolicy = DriftPolicy.REASSERT
+    max_weight: int = ROUTE53_MAX_WEIGHT
 
     @property
     def fqdn(self) -> str:
@@ -357,7 +358,7 @@ class Route53Router:
     async def apply(self, weights: Mapping[str, int]) -> ApplyResult:
         target = self._target
         wanted = validate_weights(weights, placements=target.placement_names)
-        layer_wanted = to_layer_scale(wanted, max_weight=ROUTE53_MAX_WEIGHT)
+        layer_wanted = to_route53_weights(wanted, max_weight=target.max_weight)
         cached = self._memory.reading
         if (
             cached is not None
@@ -502,50 +503,84 @@ class Route53Router:
             placement.health_check_id is not None
             and record.get("HealthCheckId") != placement.health_check_id
         )
-        if int(record.get("Weight", -1)) == weight and not health_check_differs:
+        live_values = sorted(r["Value"] for r in record.get("ResourceRecords", []))
+        values_differ = (
+            bool(placement.values)
+            and "AliasTarget" not in record
+            and (live_values != sorted(placement.values))
+        )
+        if int(record.get("Weight", -1)) == weight and not (health_check_differs or values_differ):
             return None
         updated: ResourceRecordSetTypeDef = dict(record)  # type: ignore[assignment]
         updated["Weight"] = weight
         if placement.health_check_id is not None:
             updated["HealthCheckId"] = placement.health_check_id
+        if values_differ:
+            updated["ResourceRecords"] = [{"Value": value} for value in placement.values]
         return {"Action": "UPSERT", "ResourceRecordSet": updated}
 
 
 def route53_target(spec: Mapping[str, Any]) -> Route53Target:
-    """Return the Route53 target described by ``traffic.route53`` (wire form)."""
+    """Return the Route53 target described by ``traffic.route53`` (wire form, see module doc)."""
     section = (spec.get("traffic") or {}).get("route53") or {}
     zone, name = section.get("hostedZoneId"), section.get("recordName")
     if not zone or not name:
         raise RouterConfigError("traffic.route53 needs hostedZoneId and recordName")
+    records = {str(r.get("placement")): r for r in section.get("records") or []}
     placements: list[PlacementRecord] = []
     for placement in spec.get("placements") or []:
-        if not placement.get("name"):
+        pname = placement.get("name")
+        if not pname:
             raise RouterConfigError("every placement needs a name")
-        own = placement.get("route53") or {}
-        values = own.get("values") or ([own["value"]] if own.get("value") else [])
+        record = records.pop(str(pname), None)
+        if record is None:
+            raise RouterConfigError(f"traffic.route53.records has no record for placement {pname}")
         placements.append(
             PlacementRecord(
-                placement=str(placement["name"]),
-                set_identifier=str(own.get("setIdentifier") or placement["name"]),
-                values=tuple(str(v) for v in values),
-                alias_target=own.get("aliasTarget"),
-                health_check_id=own.get("healthCheckId"),
+                placement=str(pname),
+                set_identifier=str(record.get("setIdentifier") or pname),
+                values=tuple(str(v) for v in record.get("values") or ()),
+                alias_target=record.get("aliasTarget"),
+                health_check_id=record.get("healthCheckId"),
             )
         )
     if not placements:
         raise RouterConfigError("the pool names no placements")
+    if records:
+        raise RouterConfigError(
+            f"traffic.route53.records name unknown placements: {', '.join(sorted(records))}"
+        )
     try:
         policy = DriftPolicy(section.get("driftPolicy") or DriftPolicy.REASSERT.value)
     except ValueError as exc:
         raise RouterConfigError(f"unknown driftPolicy {section.get('driftPolicy')!r}") from exc
+    max_weight = int(section.get("maxWeight") or ROUTE53_MAX_WEIGHT)
+    if not 1 <= max_weight <= ROUTE53_MAX_WEIGHT:
+        raise RouterConfigError(f"traffic.route53.maxWeight must be 1..{ROUTE53_MAX_WEIGHT}")
+    ttl = section.get("ttlSeconds")
     return Route53Target(
         hosted_zone_id=str(zone).removeprefix("/hostedzone/"),
         record_name=str(name),
-        record_type=str(section.get("recordType") or DEFAULT_RECORD_TYPE),
-        ttl_s=int(section.get("ttlSeconds") or DEFAULT_TTL_S),
+        record_type=str(section.get("type") or DEFAULT_RECORD_TYPE),
+        ttl_s=DEFAULT_TTL_S if ttl is None else int(ttl),
         placements=tuple(placements),
         drift_policy=policy,
+        max_weight=max_weight,
     )
+
+
+def to_route53_weights(weights: Mapping[str, int], *, max_weight: int) -> dict[str, int]:
+    """Map crossfade weights onto 0..max_weight: the largest share gets ``max_weight``.
+
+    Ratios are kept to within rounding, and a non-zero share never rounds down to zero.
+    """
+    top = max(weights.values(), default=0)
+    if top <= 0:
+        raise InvalidWeightsError("refusing to scale weights that sum to zero")
+    return {
+        name: 0 if value == 0 else max(1, round(value * max_weight / top))
+        for name, value in weights.items()
+    }
 
 
 def make_route53_client(*, endpoint_url: str | None = None) -> Route53Client:
