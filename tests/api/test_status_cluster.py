@@ -55,6 +55,7 @@ def _status() -> InferencePoolStatus:
                 desired_nodes=2,
                 ready_nodes=0,
                 consecutive_failures=4,
+                provider_error="InsufficientCapacity",
                 weight=0,
             ),
             PlacementStatus(

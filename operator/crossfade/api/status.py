@@ -76,6 +76,11 @@ class PlacementStatus(ApiModel):
     allocatable_accelerators: int | None = Field(
         default=None, ge=0, le=MAX_COUNT, description="Allocatable accelerators on Ready nodes."
     )
+    provider_error: str | None = Field(
+        default=None,
+        max_length=MESSAGE_MAX_CHARS,
+        description="Last error the capacity provider reported (e.g. InsufficientCapacity).",
+    )
     consecutive_failures: int = Field(
         default=0, ge=0, le=MAX_COUNT, description="Failed probes in a row."
     )
