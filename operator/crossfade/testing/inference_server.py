@@ -23,6 +23,7 @@ import dataclasses
 import enum
 import json
 import socket
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,10 +93,17 @@ class RequestLog:
 class FakeInferenceServer:
     """One fake model server on 127.0.0.1; use ``async with`` or ``start()`` / ``stop()``."""
 
-    def __init__(self, *, knobs: Knobs | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        knobs: Knobs | None = None,
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.knobs = knobs or Knobs()
         self.requests = RequestLog()
         self._port = port
+        self._ssl_context = ssl_context  # serve HTTPS (e.g. a self-signed cert for TLS faults)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self._site_port: int | None = None
@@ -104,7 +112,8 @@ class FakeInferenceServer:
     def base_url(self) -> str:
         if self._site_port is None:
             raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self._site_port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self._site_port}"
 
     @property
     def admin_url(self) -> str:
@@ -125,7 +134,7 @@ class FakeInferenceServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", self._port))
         self._site_port = int(sock.getsockname()[1])
-        await web.SockSite(self._runner, sock).start()
+        await web.SockSite(self._runner, sock, ssl_context=self._ssl_context).start()
         return self.base_url
 
     async def stop(self) -> None:
