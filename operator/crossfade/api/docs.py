@@ -89,8 +89,8 @@ def _default(node: dict[str, Any]) -> str:
     value = node["default"]
     if isinstance(value, bool):
         return f"`{str(value).lower()}`"
-    if value == {}:
-        return "`{}`"
+    if isinstance(value, dict):
+        return "each field's default"
     return f"`{value}`"
 
 
