@@ -8,12 +8,16 @@ reason when that fixture is absent). test_registry.py collects the suite.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from google.auth.credentials import AnonymousCredentials
 from kubernetes import client as sync_client
 from kubernetes.client.rest import ApiException
@@ -33,10 +37,12 @@ __all__ = [
     "ProviderCase",
     "capi_conformance_cluster",
     "capi_provider_case",
+    "documented_rbac",
     "gke_provider_case",
     "karpenter_conformance_cluster",
     "karpenter_provider_case",
     "provider_case",
+    "service_account_kubeconfig",
     "test_conformance_describe_reports_sizes_within_bounds",
     "test_conformance_idempotent_repeat_makes_no_second_change",
     "test_conformance_insufficient_capacity_is_reported",
@@ -85,6 +91,48 @@ def wait_until_served(cluster: TestCluster, *, group: str, version: str, plural:
                 if error.status != 429 or time.monotonic() > deadline:
                     raise
             time.sleep(0.2)
+
+
+def documented_rbac(doc: Path) -> list[dict[str, Any]]:
+    """Return the Role/ClusterRole objects of a doc's YAML blocks (so docs and tests agree)."""
+    roles: list[dict[str, Any]] = []
+    for block in re.findall(r"```yaml\n(.*?)```", doc.read_text(), flags=re.DOTALL):
+        for obj in yaml.safe_load_all(block):
+            if isinstance(obj, dict) and obj.get("kind") in ("Role", "ClusterRole"):
+                roles.append(obj)
+    return roles
+
+
+def service_account_kubeconfig(
+    cluster: TestCluster, *, namespace: str, name: str
+) -> dict[str, Any]:
+    """Create a ServiceAccount and return a kubeconfig with a bound token for it."""
+    with cluster.api_client() as api:
+        core = sync_client.CoreV1Api(api)
+        core.create_namespaced_service_account(
+            namespace, sync_client.V1ServiceAccount(metadata=sync_client.V1ObjectMeta(name=name))
+        )
+        token = core.create_namespaced_service_account_token(
+            name,
+            namespace,
+            sync_client.AuthenticationV1TokenRequest(
+                spec=sync_client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
+            ),
+        ).status.token
+    ca_data = cluster.kubeconfig_dict()["clusters"][0]["cluster"]["certificate-authority-data"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "c",
+                "cluster": {"server": cluster.server, "certificate-authority-data": ca_data},
+            }
+        ],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": name}}],
+        "current-context": "c",
+    }
 
 
 # ---- the cases ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from crossfade.providers.kubeconfig import (
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
+    close_source,
     map_api_exception,
 )
 from crossfade.providers.registry import placement_member
@@ -164,6 +165,10 @@ class ClusterAPIProvider:
         self._api = as_source(api)
         self._provisioning_timeout_s = provisioning_timeout_s
         self._clock = clock
+
+    async def aclose(self) -> None:
+        """Close the client this provider built from a kubeconfig Secret (none otherwise)."""
+        await close_source(self._api)
 
     @property
     def name(self) -> str:

@@ -156,6 +156,10 @@ class GKENodePoolProvider:
     def name(self) -> str:
         return f"gke/{self.ref.project}/{self.ref.cluster}/{self.ref.node_pool}"
 
+    async def aclose(self) -> None:
+        """Close the client's HTTP session."""
+        await asyncio.to_thread(self._client.transport.close)
+
     async def _call(self, what: str, call: Callable[[], T]) -> T:
         try:
             return await asyncio.to_thread(call)

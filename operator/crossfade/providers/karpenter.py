@@ -34,6 +34,7 @@ from crossfade.providers.kubeconfig import (
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
+    close_source,
     map_api_exception,
 )
 from crossfade.providers.registry import placement_member
@@ -180,6 +181,10 @@ class KarpenterNodePoolProvider:
         self._max_nodes = max_nodes
         self._ice_event_window_s = ice_event_window_s
         self._clock = clock
+
+    async def aclose(self) -> None:
+        """Close the client this provider built from a kubeconfig Secret (none otherwise)."""
+        await close_source(self._api)
 
     @property
     def name(self) -> str:

@@ -130,6 +130,13 @@ async def api_client_from_secret(
 ApiClientSource = Callable[[], Awaitable[client.ApiClient]]
 
 
+async def close_source(source: ApiClientSource) -> None:
+    """Close what a source owns (a kubeconfig-Secret client); shared clients stay open."""
+    closer = getattr(source, "aclose", None)
+    if closer is not None:
+        await closer()
+
+
 def as_source(api: client.ApiClient | ApiClientSource) -> ApiClientSource:
     """Return ``api`` as a source: a ready client is wrapped, a source is returned as is."""
     if isinstance(api, client.ApiClient):
@@ -180,6 +187,10 @@ class SecretKubeconfigClient:
                     management, namespace=self.namespace, name=self.name, key=self.key
                 )
             return self._client
+
+    async def aclose(self) -> None:
+        """Close the client built from the Secret, if any (the next call builds a new one)."""
+        await self.reset()
 
     async def reset(self) -> None:
         async with self._lock:

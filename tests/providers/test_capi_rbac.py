@@ -1,0 +1,215 @@
+"""The Cluster API provider built by the registry, as a least-privilege identity from the docs.
+
+End to end: placement (wire form) -> registry -> kubeconfig Secret in the pool's namespace ->
+ServiceAccount token bound to the Role printed in docs/providers/capi.md -> describe and scale.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as sync_client
+
+from crossfade.providers.errors import InvalidRequest, NotFound, PermissionDenied
+from crossfade.providers.registry import ProviderContext, build_provider
+from crossfade.testing import capi_controller
+from crossfade.testing.controlplane import REPO_ROOT, TestCluster
+from tests.providers.conformance import (
+    capi_conformance_cluster,
+    documented_rbac,
+    service_account_kubeconfig,
+)
+
+__all__ = ["capi_conformance_cluster"]
+
+pytestmark = pytest.mark.cluster
+
+CAPI_DOC = REPO_ROOT / "docs" / "providers" / "capi.md"
+
+
+def placement(secret: str, *, namespace: str, key: str = "value") -> dict[str, Any]:
+    return {
+        "name": "onprem",
+        "priority": 1,
+        "provider": {
+            "type": "ClusterAPI",
+            "clusterAPI": {
+                "kubeconfigSecretRef": {"name": secret, "key": key},
+                "namespace": namespace,
+                "machineDeployment": "gpu",
+            },
+        },
+        "nodes": {"min": 0, "max": 6},
+    }
+
+
+def store_secret(cluster: TestCluster, namespace: str, name: str, data: dict[str, bytes]) -> None:
+    with cluster.api_client() as api:
+        sync_client.CoreV1Api(api).create_namespaced_secret(
+            namespace,
+            sync_client.V1Secret(
+                metadata=sync_client.V1ObjectMeta(name=name),
+                data={k: base64.b64encode(v).decode() for k, v in data.items()},
+            ),
+        )
+
+
+@pytest.fixture
+def fleet(capi_conformance_cluster: TestCluster) -> str:
+    """A namespace with a MachineDeployment `gpu` of 1 replica in the Cluster API cluster."""
+    namespace = f"fleet-{uuid.uuid4().hex[:8]}"
+    with capi_conformance_cluster.api_client() as api:
+        sync_client.CoreV1Api(api).create_namespace(
+            sync_client.V1Namespace(metadata=sync_client.V1ObjectMeta(name=namespace))
+        )
+        sync_client.CustomObjectsApi(api).create_namespaced_custom_object(
+            capi_controller.GROUP,
+            capi_controller.VERSION,
+            namespace,
+            "machinedeployments",
+            capi_controller.machine_deployment(name="gpu", cluster_name="fleet", replicas=1),
+        )
+    return namespace
+
+
+@pytest.fixture
+async def context(
+    management_cluster: TestCluster, namespace: str
+) -> AsyncIterator[ProviderContext]:
+    management = await management_cluster.async_api_client()
+    yield ProviderContext(kube_api_client=management).for_namespace(namespace)
+    await management.close()
+
+
+@pytest.fixture
+async def built() -> AsyncIterator[list[Any]]:
+    """Providers a test built; their kubeconfig-Secret clients are closed afterwards."""
+    providers: list[Any] = []
+    yield providers
+    for provider in providers:
+        await provider.aclose()
+
+
+def build(built: list[Any], wire: dict[str, Any], context: ProviderContext) -> Any:
+    provider = build_provider(wire, context)
+    built.append(provider)
+    return provider
+
+
+def grant_documented_role(cluster: TestCluster, *, namespace: str, account: str) -> None:
+    roles = documented_rbac(CAPI_DOC)
+    assert [role["kind"] for role in roles] == ["Role"]
+    role = roles[0]
+    role["metadata"]["namespace"] = namespace
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "crossfade-capacity", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": "crossfade-capacity",
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+    cluster.apply_manifest([role, binding])
+
+
+async def test_documented_role_is_enough_to_describe_and_scale(
+    management_cluster: TestCluster,
+    capi_conformance_cluster: TestCluster,
+    namespace: str,
+    fleet: str,
+    context: ProviderContext,
+    built: list[Any],
+) -> None:
+    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
+    grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf")
+    store_secret(
+        management_cluster,
+        namespace,
+        "fleet-kubeconfig",
+        {"value": yaml.safe_dump(kubeconfig).encode()},
+    )
+    provider = build(built, placement("fleet-kubeconfig", namespace=fleet), context)
+    assert (await provider.describe()).desired == 1
+    result = await provider.scale(desired=3, token="t1")
+    assert result.changed
+    assert (await provider.describe()).desired == 3
+
+
+async def test_identity_without_the_role_is_permission_denied(
+    management_cluster: TestCluster,
+    capi_conformance_cluster: TestCluster,
+    namespace: str,
+    fleet: str,
+    context: ProviderContext,
+    built: list[Any],
+) -> None:
+    kubeconfig = service_account_kubeconfig(
+        capi_conformance_cluster, namespace=fleet, name="nobody"
+    )
+    store_secret(
+        management_cluster,
+        namespace,
+        "fleet-kubeconfig",
+        {"value": yaml.safe_dump(kubeconfig).encode()},
+    )
+    provider = build(built, placement("fleet-kubeconfig", namespace=fleet), context)
+    with pytest.raises(PermissionDenied) as denied:
+        await provider.describe()
+    assert denied.value.code == "Forbidden"
+
+
+async def test_missing_secret_is_not_found(
+    fleet: str, context: ProviderContext, built: list[Any]
+) -> None:
+    provider = build(built, placement("no-such-secret", namespace=fleet), context)
+    with pytest.raises(NotFound, match="no-such-secret"):
+        await provider.describe()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"other": b"x"}, "is missing"),
+        ({"value": b"token: s3cr3t-value\n  - : ["}, "not valid YAML"),
+        ({"value": b"token: s3cr3t-value\n"}, "not a kubeconfig"),
+    ],
+)
+async def test_broken_secret_is_an_invalid_request_that_never_shows_its_content(
+    management_cluster: TestCluster,
+    namespace: str,
+    fleet: str,
+    context: ProviderContext,
+    data: dict[str, bytes],
+    problem: str,
+    built: list[Any],
+) -> None:
+    store_secret(management_cluster, namespace, "broken", data)
+    provider = build(built, placement("broken", namespace=fleet), context)
+    with pytest.raises(InvalidRequest, match=problem) as invalid:
+        await provider.describe()
+    assert "s3cr3t" not in str(invalid.value)
+    assert f"Secret {namespace}/broken key 'value'" in str(invalid.value)
+
+
+def test_docs_name_the_role_the_tests_apply() -> None:
+    assert Path(CAPI_DOC).is_file()
+    verbs = {
+        resource: set(rule["verbs"])
+        for role in documented_rbac(CAPI_DOC)
+        for rule in role["rules"]
+        for resource in rule["resources"]
+    }
+    assert verbs == {
+        "machinedeployments": {"get"},
+        "machinedeployments/scale": {"patch"},
+        "machines": {"list"},
+    }
