@@ -212,7 +212,15 @@ def _names(draw: st.DrawFn, body: dict[str, Any]) -> None:
     )
 
 
+def _nulls(draw: st.DrawFn, body: dict[str, Any]) -> None:
+    placement = _any_placement(draw, body)
+    placement[draw(st.sampled_from(["role", "endpoint", "nodes", "backendRef", "weight"]))] = None
+    if draw(st.booleans()):
+        body["spec"]["traffic"]["stepPercent"] = None
+
+
 MUTATIONS: tuple[Mutation, ...] = (
+    _nulls,
     _nodes_edge,
     _priority_collision,
     _role_flip,

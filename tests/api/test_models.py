@@ -108,6 +108,15 @@ def test_examples_parse(name: str, body: dict[str, Any]) -> None:
     assert parse_pool(body).metadata["name"] == body["metadata"]["name"]
 
 
+def test_null_fields_count_as_absent_like_in_the_apiserver() -> None:
+    body = base_pool()
+    body["spec"]["placements"][1]["role"] = None
+    body["spec"]["placements"][1]["endpoint"] = None
+    placement = parse_pool(body).spec.placements[1]
+    assert placement.role == api.Role.STANDBY
+    assert placement.endpoint is None
+
+
 def test_parse_pool_is_strict_about_types() -> None:
     body = base_pool()
     body["spec"]["placements"][0]["nodes"]["max"] = "4"

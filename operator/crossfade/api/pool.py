@@ -50,9 +50,12 @@ class InvalidPoolError(ValueError):
 
 
 def _plain(value: Any) -> Any:
-    """Copy mappings and sequences (e.g. kopf's Body views) into JSON-serialisable builtins."""
+    """Copy mappings and sequences (e.g. kopf's Body views) into JSON-serialisable builtins.
+
+    Null fields are dropped, as the apiserver prunes them before defaulting and validation.
+    """
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value
