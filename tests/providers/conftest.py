@@ -8,10 +8,16 @@ from collections.abc import Callable
 import boto3
 import pytest
 
-from crossfade.providers.aws_api import AutoScalingApi, EksApi, RetryPolicy
-from crossfade.providers.aws_eks import EksNodeGroupProvider, EksNodeGroupRef
+from crossfade.providers.aws_api import RETRY_ATTEMPTS, AutoScalingApi, EksApi, RetryPolicy
+from crossfade.providers.aws_eks import (
+    DESCRIBE_CACHE_TTL_S,
+    EksNodeGroupProvider,
+    EksNodeGroupRef,
+)
 from crossfade.providers.ratelimit import RateLimiters
-from crossfade.testing.aws_faults import FaultProxy
+from crossfade.testing import moto_state
+from crossfade.testing.aws_faults import Fault, FaultProxy
+from tests.providers.conformance import ProviderCase
 from tests.support.moto_server import aws_env, fault_proxy, moto_server
 
 __all__ = ["aws_env", "fault_proxy", "moto_server"]
@@ -111,3 +117,38 @@ def make_provider(
         )
 
     return make
+
+
+@pytest.fixture
+def eks_provider_case(
+    make_provider: ProviderFactory,
+    eks_nodegroup: EksNodeGroupRef,
+    fault_proxy: FaultProxy,
+    clock: FakeClock,
+) -> ProviderCase:
+    """EKS joins the shared conformance suite: moto over HTTP behind the fault proxy."""
+
+    async def settle() -> None:
+        clock.advance(DESCRIBE_CACHE_TTL_S)
+
+    async def ice() -> None:
+        moto_state.set_nodegroup_ice(
+            region=eks_nodegroup.region,
+            cluster=eks_nodegroup.cluster,
+            nodegroup=eks_nodegroup.nodegroup,
+        )
+
+    async def throttle() -> None:
+        fault_proxy.add(Fault(kind="throttle", operation="DescribeNodegroup", times=RETRY_ATTEMPTS))
+
+    missing = EksNodeGroupRef(
+        region=eks_nodegroup.region, cluster=eks_nodegroup.cluster, nodegroup="absent"
+    )
+    return ProviderCase(
+        provider=make_provider(),
+        missing=make_provider(ref=missing),
+        initial=2,
+        settle=settle,
+        inject_insufficient_capacity=ice,
+        inject_throttling=throttle,
+    )
