@@ -20,6 +20,7 @@ from crossfade.providers.errors import (
     PermissionDenied,
     ProviderUnavailable,
     Throttled,
+    UpdateInProgress,
 )
 from crossfade.providers.ratelimit import BucketSpec, RateLimiters
 from crossfade.testing import moto_state
@@ -237,3 +238,25 @@ def test_placement_without_nodegroup_is_invalid() -> None:
     for member in (api_shape, eks_shape):
         placement = {"name": "aws-a", "provider": {"type": "EKSNodeGroup", "eksNodeGroup": member}}
         assert EksNodeGroupRef.from_placement(placement) == expected
+
+
+async def test_concurrent_update_is_update_in_progress_and_every_retry_keeps_the_token(
+    make_provider: ProviderFactory, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.add(
+        Fault(
+            kind="server_error",
+            operation="UpdateNodegroupConfig",
+            status=409,
+            code="ResourceInUseException",
+            times=99,
+        )
+    )
+    provider = make_provider()
+    with pytest.raises(UpdateInProgress) as caught:
+        await provider.scale(desired=5, token="t-busy")
+    assert caught.value.retryable and caught.value.code == "ResourceInUseException"
+    updates = fault_proxy.requests("UpdateNodegroupConfig")
+    assert len(updates) == RETRY_ATTEMPTS
+    assert {u.json()["clientRequestToken"] for u in updates} == {"t-busy"}
+    assert (await provider.describe()).desired == 2  # nothing changed, nothing cached as done

@@ -69,6 +69,8 @@ RETRY_BUDGET_S = 15.0
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 10.0
 SCALING_ACTIVITIES_PAGE = 10
+# Vendor messages are kept short in errors, status and logs (some endpoints answer HTML).
+MESSAGE_MAX_CHARS = 300
 
 THROTTLING_CODES = frozenset(
     {
@@ -165,7 +167,7 @@ def map_aws_error(error: BaseException, *, api: str, operation: str) -> Provider
         details = error.response.get("Error", {})
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = str(details.get("Code") or status or "Unknown")
-        message = f"{where}: {details.get('Message') or code}"
+        message = f"{where}: {str(details.get('Message') or code)[:MESSAGE_MAX_CHARS]}"
         return _map_code(code, status=int(status or 0), message=message)
     if isinstance(
         error, botocore.exceptions.NoCredentialsError | botocore.exceptions.PartialCredentialsError
@@ -290,12 +292,12 @@ class AwsCaller:
         return log_retry
 
 
-def client_config() -> botocore.config.Config:
+def client_config(*, read_timeout_s: float = READ_TIMEOUT_S) -> botocore.config.Config:
     """Return the botocore config: no SDK-level retries (tenacity retries), short timeouts."""
     return botocore.config.Config(
         retries={"total_max_attempts": 1, "mode": "standard"},
         connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        read_timeout=read_timeout_s,
         user_agent_extra="crossfade",
     )
 
@@ -330,11 +332,15 @@ class EksApi:
         limiters: RateLimiters,
         endpoint_url: str | None = None,
         session: boto3.session.Session | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
         **options: Any,
     ) -> EksApi:
         """Build the client from the default credential chain (``endpoint_url`` for tests)."""
         client = (session or make_session()).client(
-            "eks", region_name=region, endpoint_url=endpoint_url, config=client_config()
+            "eks",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=client_config(read_timeout_s=read_timeout_s),
         )
         return cls(client=client, limiters=limiters, **options)
 
@@ -397,11 +403,15 @@ class AutoScalingApi:
         limiters: RateLimiters,
         endpoint_url: str | None = None,
         session: boto3.session.Session | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
         **options: Any,
     ) -> AutoScalingApi:
         """Build the client from the default credential chain (``endpoint_url`` for tests)."""
         client = (session or make_session()).client(
-            "autoscaling", region_name=region, endpoint_url=endpoint_url, config=client_config()
+            "autoscaling",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            config=client_config(read_timeout_s=read_timeout_s),
         )
         return cls(client=client, limiters=limiters, **options)
 
