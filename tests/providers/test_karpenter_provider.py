@@ -14,6 +14,7 @@ from crossfade.providers.errors import InvalidRequest, NotFound
 from crossfade.providers.karpenter import (
     KarpenterNodePoolProvider,
     KarpenterNodePoolRef,
+    is_claim_of,
     parse_quantity,
 )
 from crossfade.testing.controlplane import TestCluster, upstream_crds
@@ -177,3 +178,11 @@ async def test_missing_pool_is_not_found(api: client.ApiClient) -> None:
         await provider.describe()
     with pytest.raises(NotFound):
         await provider.scale(desired=1, token="t")
+
+
+def test_claims_of_a_sibling_pool_with_a_longer_name_are_not_ours() -> None:
+    assert is_claim_of("gpu-x7k2p", "gpu")
+    assert not is_claim_of("gpu-a-x7k2p", "gpu")
+    assert is_claim_of("gpu-a-x7k2p", "gpu-a")
+    assert not is_claim_of("gpu-", "gpu")
+    assert not is_claim_of("cpu-x7k2p", "gpu")

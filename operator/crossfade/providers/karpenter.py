@@ -140,6 +140,16 @@ def claim_issues(claims: Sequence[Mapping[str, Any]]) -> list[HealthIssue]:
     return issues
 
 
+def is_claim_of(claim_name: str, pool: str) -> bool:
+    """Return True when ``claim_name`` is ``<pool>-<suffix>``, the name Karpenter generates.
+
+    The suffix has no dash, so claims of a pool ``gpu-a`` never count for a pool ``gpu``.
+    """
+    prefix = f"{pool}-"
+    suffix = claim_name[len(prefix) :]
+    return claim_name.startswith(prefix) and bool(suffix) and "-" not in suffix
+
+
 def ice_event_issues(
     events: Sequence[Any], *, pool: str, now: float, window_s: float
 ) -> list[HealthIssue]:
@@ -147,7 +157,7 @@ def ice_event_issues(
     issues = []
     for event in events:
         involved = event.involved_object
-        if involved is None or not str(involved.name or "").startswith(f"{pool}-"):
+        if involved is None or not is_claim_of(str(involved.name or ""), pool):
             continue
         when = event.last_timestamp or event.event_time or event.metadata.creation_timestamp
         at = when.timestamp() if when is not None else None
