@@ -13,7 +13,13 @@ from crossfade.engine.health import (
     observe_capacity,
     observe_health,
 )
-from crossfade.engine.observations import Observations, ProviderErrorKind, ProviderObservation
+from crossfade.engine.observations import (
+    NodeObservation,
+    Observations,
+    ProbeResult,
+    ProviderErrorKind,
+    ProviderObservation,
+)
 from crossfade.engine.plan import (
     Action,
     ConditionStatus,
@@ -177,10 +183,6 @@ def _water_fill(
     return {name: share for name, share in served.items() if share > 0}
 
 
-def _rank(policy: PoolPolicy) -> dict[str, int]:
-    return {name: index for index, name in enumerate(policy.names)}
-
-
 def _active(weights: Mapping[str, int] | None, rank: Mapping[str, int]) -> str | None:
     if not weights:
         return None
@@ -200,7 +202,7 @@ def decide(
     """
     policy = policy_from_spec(spec)
     names = policy.names
-    rank = _rank(policy)
+    rank = policy.rank
     old = state if state is not None else PoolState()
     s = old.copy()
     actions: list[Action] = []
@@ -222,13 +224,12 @@ def decide(
     current = s.weights
 
     # 1. Observe: capacity, cloud errors (ICE cache), health with hysteresis.
+    probes_by, nodes_by, providers_by = _index(observations)
     for placement in policy.placements:
         name = placement.name
         ps = s.placement(name)
-        provider = observations.latest_provider(name)
-        observe_capacity(
-            ps, placement=placement, nodes=observations.latest_nodes(name), provider=provider
-        )
+        provider = providers_by.get(name)
+        observe_capacity(ps, placement=placement, nodes=nodes_by.get(name), provider=provider)
         _observe_provider(
             s, ps, name=name, observation=provider, policy=policy, now=now, actions=actions
         )
@@ -236,22 +237,27 @@ def decide(
             ps,
             name=name,
             policy=policy,
-            probes=observations.probes_for(name),
+            probes=probes_by.get(name, ()),
             carries_traffic=bool(current and current.get(name, 0) > 0),
             now=now,
         )
         actions.extend(_health_event(change) for change in changes)
 
     capacity: dict[str, int | None] = {}
+    fresh_names: list[str] = []
     for name in names:
         ps = s.placements[name]
-        fresh = not is_stale(ps, policy=policy, now=now)
-        capacity[name] = ps.ready_accelerators if fresh else None
+        if is_stale(ps, policy=policy, now=now):
+            capacity[name] = None
+        else:
+            capacity[name] = ps.ready_accelerators
+            fresh_names.append(name)
 
     # 2. Which placements may carry traffic now.
     usable: list[str] = []
     unknown_with_capacity: list[str] = []
     waiting_failback: list[str] = []
+    recovering: list[str] = []  # passed failbackDelaySeconds in this decision
     for name in names:
         ps = s.placements[name]
         cap = capacity[name]
@@ -266,7 +272,24 @@ def decide(
             if not recovered:
                 waiting_failback.append(name)
                 continue
+            recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
+            limit = policy.max_failovers_per_hour
+            if flap_guard_blocks(kind="Failback", recent=len(recent), limit=limit):
+                if not s.flap_guarded:
+                    actions.append(
+                        EmitEvent(
+                            EventType.WARNING,
+                            "FlapGuard",
+                            f"{name} is healthy again but stays out of rotation: "
+                            f"{len(recent)} transitions in the last hour, "
+                            f"maxFailoversPerHour {limit}",
+                        )
+                    )
+                s.flap_guarded = True
+                waiting_failback.append(name)
+                continue
             ps.failed_at = None
+            recovering.append(name)
         holds = bool(current and current.get(name, 0) > 0)
         if ps.health is Health.HEALTHY or (holds and ps.health is Health.UNHEALTHY):
             usable.append(name)
@@ -278,11 +301,6 @@ def decide(
     # 3. Fail-static: observations missing, or everything unhealthy at once.
     fail_static_reason: str | None = None
     fail_static_message = ""
-    fresh_names = [
-        n
-        for n in names
-        if capacity[n] is not None or not is_stale(s.placements[n], policy=policy, now=now)
-    ]
     warm = [
         n for n in fresh_names if (s.placements[n].total_nodes or 0) > 0 or (capacity[n] or 0) > 0
     ]
@@ -356,6 +374,17 @@ def decide(
                 now=now,
                 actions=actions,
             )
+    if target is not None and current is not None:
+        _record_quiet_failbacks(
+            policy,
+            s=s,
+            recovering=recovering,
+            current=current,
+            target=target,
+            capacity=capacity,
+            now=now,
+            actions=actions,
+        )
     if new_weights is not None and new_weights != s.weights:
         actions.append(SetWeights(dict(new_weights), weight_reason, weight_message))
         actions.append(
@@ -433,10 +462,68 @@ def decide(
     )
 
 
+def _record_quiet_failbacks(
+    policy: PoolPolicy,
+    *,
+    s: PoolState,
+    recovering: list[str],
+    current: Mapping[str, int],
+    target: Mapping[str, int],
+    capacity: Mapping[str, int | None],
+    now: float,
+    actions: list[Action],
+) -> None:
+    """Count a return to a recovered placement even when it never stopped holding most weight.
+
+    With warm-before-shift a failing placement can keep most traffic while the fallback is
+    small; its recovery then moves weight back without changing the active placement. That
+    is still a failback, and the flap guard must count it.
+    """
+    recorded = {a.to_placement for a in actions if isinstance(a, RecordTransition)}
+    for name in recovering:
+        if name in recorded or target.get(name, 0) <= current.get(name, 0):
+            continue
+        losing = [n for n in policy.names if n != name and target.get(n, 0) < current.get(n, 0)]
+        source = max(losing, key=lambda n: current.get(n, 0) - target.get(n, 0), default=None)
+        message = _shift_message(
+            policy, s=s, source=source, goal=name, kind="Failback", capacity=capacity, now=now
+        )
+        s.transitions = [*(t for t in s.transitions if now - t < FLAP_WINDOW_S), now]
+        s.shift_from, s.shift_to, s.shift_reason = source, name, "Failback"
+        s.shift_started_at = now
+        actions.append(RecordTransition(now, source, name, "Failback", message))
+        actions.append(EmitEvent(EventType.NORMAL, "Failback", message))
+
+
 def _withheld(action: Action) -> bool:
     if is_effect(action) or isinstance(action, RecordTransition):
         return True
     return isinstance(action, EmitEvent) and action.reason in SHIFT_EVENT_REASONS
+
+
+def _index(
+    observations: Observations,
+) -> tuple[
+    dict[str, list[ProbeResult]], dict[str, NodeObservation], dict[str, ProviderObservation]
+]:
+    """Group observations by placement in one pass: probes oldest first, the newest others."""
+    probes: dict[str, list[ProbeResult]] = {}
+    for probe in observations.probes:
+        probes.setdefault(probe.placement, []).append(probe)
+    for found in probes.values():
+        if len(found) > 1:
+            found.sort(key=lambda p: p.at)
+    nodes: dict[str, NodeObservation] = {}
+    for node in observations.nodes:
+        seen = nodes.get(node.placement)
+        if seen is None or node.at >= seen.at:
+            nodes[node.placement] = node
+    providers: dict[str, ProviderObservation] = {}
+    for provider in observations.providers:
+        known = providers.get(provider.placement)
+        if known is None or provider.at >= known.at:
+            providers[provider.placement] = provider
+    return probes, nodes, providers
 
 
 def _describe(action: Action) -> str:
@@ -797,6 +884,7 @@ def _conditions(
 ) -> list[Action]:
     true, false, unknown = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
     weights = s.weights or {}
+    text = _fmt_weights(weights)
     active = _active(weights, rank)
     serving = [
         n
@@ -810,7 +898,7 @@ def _conditions(
                 ConditionType.READY,
                 true,
                 "Serving",
-                f"serving from {', '.join(serving)}: {_fmt_weights(weights)}",
+                f"serving from {', '.join(serving)}: {text}",
             )
         )
     else:
@@ -881,7 +969,7 @@ def _conditions(
                 ConditionType.FAIL_STATIC,
                 true,
                 s.fail_static_reason or "FailStatic",
-                f"holding last-known-good weights {_fmt_weights(weights)}",
+                f"holding last-known-good weights {text}",
             )
         )
     else:
@@ -914,7 +1002,7 @@ def _conditions(
                 ConditionType.TRAFFIC_SYNCED,
                 true,
                 "Synced",
-                f"traffic layer holds {_fmt_weights(weights)}",
+                f"traffic layer holds {text}",
             )
         )
     else:

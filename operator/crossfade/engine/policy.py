@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from crossfade.api import InferencePoolSpec
@@ -88,20 +88,21 @@ class PoolPolicy:
     ice_backoff_s: int = DEFAULT_ICE_BACKOFF_S
     paused: bool = False
     demand_accelerators: int = 0  # 0 = the preferred placement's full size
+    # Derived once (decide runs thousands of times per second): names by priority.
+    names: tuple[str, ...] = field(init=False, default=())
+    rank: Mapping[str, int] = field(init=False, default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if not self.placements:
             raise ValueError("a pool needs at least one placement")
         if self.demand_accelerators <= 0:
             object.__setattr__(self, "demand_accelerators", self.placements[0].max_accelerators)
+        object.__setattr__(self, "names", tuple(p.name for p in self.placements))
+        object.__setattr__(self, "rank", {name: index for index, name in enumerate(self.names)})
 
     @property
     def preferred(self) -> PlacementPolicy:
         return self.placements[0]
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.placements)
 
     def placement(self, name: str) -> PlacementPolicy:
         for candidate in self.placements:

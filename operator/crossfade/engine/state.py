@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from crossfade.engine.ice import IceCache
@@ -21,7 +21,7 @@ class Health(enum.StrEnum):
     UNHEALTHY = "Unhealthy"
 
 
-@dataclass(slots=True)
+@dataclass
 class PlacementState:
     """Memory of one placement: health counters, capacity last seen, traffic history."""
 
@@ -50,7 +50,11 @@ class PlacementState:
     last_needed_at: float | None = None  # carried traffic or was planned capacity
 
     def copy(self) -> PlacementState:
-        return replace(self)
+        # No slots on purpose: copying __dict__ is the cheapest copy Python offers, and
+        # decide copies every placement's state once per call.
+        clone = object.__new__(PlacementState)
+        clone.__dict__.update(self.__dict__)
+        return clone
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -71,7 +75,7 @@ class PlacementState:
         return cls(**kwargs)
 
 
-@dataclass(slots=True)
+@dataclass
 class PoolState:
     """Everything ``decide`` carries from one call to the next for one pool."""
 
@@ -93,26 +97,16 @@ class PoolState:
     decisions: int = 0
 
     def copy(self) -> PoolState:
-        return PoolState(
-            placements={name: p.copy() for name, p in self.placements.items()},
-            weights=dict(self.weights) if self.weights is not None else None,
-            last_good_weights=(
-                dict(self.last_good_weights) if self.last_good_weights is not None else None
-            ),
-            ice=self.ice.copy(),
-            transitions=list(self.transitions),
-            shift_from=self.shift_from,
-            shift_to=self.shift_to,
-            shift_reason=self.shift_reason,
-            shift_started_at=self.shift_started_at,
-            last_step_at=self.last_step_at,
-            started_at=self.started_at,
-            fail_static=self.fail_static,
-            fail_static_reason=self.fail_static_reason,
-            flap_guarded=self.flap_guarded,
-            last_proposal=self.last_proposal,
-            decisions=self.decisions,
+        clone = object.__new__(PoolState)
+        clone.__dict__.update(self.__dict__)
+        clone.placements = {name: p.copy() for name, p in self.placements.items()}
+        clone.weights = dict(self.weights) if self.weights is not None else None
+        clone.last_good_weights = (
+            dict(self.last_good_weights) if self.last_good_weights is not None else None
         )
+        clone.ice = self.ice.copy()
+        clone.transitions = list(self.transitions)
+        return clone
 
     def placement(self, name: str) -> PlacementState:
         found = self.placements.get(name)
