@@ -129,7 +129,7 @@ async def test_empty_client_bucket_reports_throttled_without_calling_aws(
     clock.advance(DESCRIBE_CACHE_TTL_S)  # cache expired; the bucket holds 0.3 tokens
     with pytest.raises(Throttled) as caught:
         await provider.describe()
-    assert caught.value.code == "ClientRateLimited"
+    assert caught.value.code == "ClientRateLimited" and caught.value.retryable
     assert len(fault_proxy.requests("DescribeNodegroup")) == 1
     clock.advance(100)
     assert (await provider.describe()).desired == 2

@@ -211,13 +211,16 @@ def _map_code(code: str, *, status: int, message: str) -> ProviderError:
 
 
 class _ClientRateLimited(Throttled):
-    """crossfade's own bucket refused the call: retrying now would only wait longer."""
-
-    retryable = False
+    """crossfade's own bucket refused the call; a later reconcile may pass, this one won't."""
 
 
 def _should_retry(error: BaseException) -> bool:
-    return isinstance(error, ProviderError) and error.retryable
+    # A call the local bucket refused is not retried here: waiting is what it refused.
+    return (
+        isinstance(error, ProviderError)
+        and error.retryable
+        and not isinstance(error, _ClientRateLimited)
+    )
 
 
 class AwsCaller:
