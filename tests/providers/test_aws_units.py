@@ -12,7 +12,11 @@ from hypothesis import strategies as st
 from crossfade.engine.observations import ProviderErrorKind
 from crossfade.providers.aws_api import INSUFFICIENT_CAPACITY_CODES, map_aws_error
 from crossfade.providers.aws_eks import classify_health_issue, issues_from_activities
-from crossfade.providers.base import IDEMPOTENCY_TOKEN_MAX_CHARS, idempotency_token
+from crossfade.providers.base import (
+    IDEMPOTENCY_TOKEN_MAX_CHARS,
+    idempotency_token,
+    observation_from_error,
+)
 from crossfade.providers.errors import (
     InsufficientCapacity,
     InvalidRequest,
@@ -164,3 +168,11 @@ def test_idempotency_token_is_stable_and_fits_eks() -> None:
     assert token == idempotency_token("uid-1", "aws-a", 5, 7)
     assert token != idempotency_token("uid-1", "aws-a", 6, 7)
     assert len(token) <= IDEMPOTENCY_TOKEN_MAX_CHARS
+
+
+def test_failed_describe_becomes_an_observation_with_the_error_kind() -> None:
+    error = map_aws_error(client_error("ThrottlingException", 429), api="eks", operation="x")
+    observation = observation_from_error(error, placement="aws-a", at=5.0)
+    assert observation.error is ProviderErrorKind.THROTTLED
+    assert observation.desired is None and observation.at == 5.0
+    assert observation.message.startswith("ThrottlingException: ")

@@ -20,6 +20,7 @@ from crossfade.routers.base import (
     WeightsDriftedError,
     to_crossfade_scale,
 )
+from crossfade.routers.factory import RouterContext, build_routers
 from crossfade.routers.route53 import (
     Route53Router,
     Route53ThrottledError,
@@ -363,3 +364,24 @@ async def test_reads_are_cached_at_steady_state(
     set_weight(moto_server, zone, identifier="aws-a", weight=3)
     now[0] += 30
     assert (await router.read()).drift  # seen once the cache expired
+
+
+async def test_the_router_factory_builds_route53_from_a_pool_spec(
+    fault_proxy: FaultProxy, zone: dict[str, str], moto_server: str
+) -> None:
+    bucket = TokenBucket(rate_per_s=2.0, burst=4)
+    context = RouterContext(
+        pool_namespace="serving",
+        pool_name="chat",
+        clients={
+            "route53": make_route53_client(endpoint_url=fault_proxy.url),
+            "route53_limiter": bucket,
+        },
+    )
+    [router] = build_routers(spec=pool_spec(zone), context=context)
+    assert isinstance(router, Route53Router) and router.name.startswith(f"route53/{zone['id']}/")
+    before = await router.read()
+    assert before.weights is None and before.reason == "RecordsNotCreated"
+    await router.apply({"aws-a": 100, "gcp-b": 0})
+    assert live_weights(moto_server, zone) == {"aws-a": 255, "gcp-b": 0}
+    assert bucket.tokens < 4  # the calls drew from the shared bucket
