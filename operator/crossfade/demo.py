@@ -77,9 +77,9 @@ def _weight(sample: Sample, placement: str) -> float:
 async def wait_until(
     world: World, test: Callable[[Sample], bool], *, timeout_s: float
 ) -> Sample | None:
-    """Wait until the newest sample passes ``test``; return it, or None on timeout."""
+    """Wait until a sample taken from now on passes ``test``; return it, or None on timeout."""
     deadline = time.monotonic() + timeout_s
-    seen = 0
+    seen = len(world.samples)
     while time.monotonic() < deadline:
         fresh = world.samples[seen:]
         seen = len(world.samples)
