@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -211,7 +212,7 @@ def decide(
     s.decisions += 1
     for stale_name in [n for n in s.placements if n not in rank]:
         del s.placements[stale_name]
-    if s.weights is not None:
+    if s.weights is not None and tuple(s.weights) != names:
         s.weights = {name: s.weights.get(name, 0) for name in names}
         if sum(s.weights.values()) != WEIGHT_TOTAL:
             s.weights = _valid_observed(s.weights, names)
@@ -241,7 +242,8 @@ def decide(
             carries_traffic=bool(current and current.get(name, 0) > 0),
             now=now,
         )
-        actions.extend(_health_event(change) for change in changes)
+        if changes:
+            actions.extend(_health_event(change) for change in changes)
 
     capacity: dict[str, int | None] = {}
     fresh_names: list[str] = []
@@ -881,137 +883,123 @@ def _conditions(
     traffic_drift: bool,
     rank: Mapping[str, int],
     waiting: list[str],
-) -> list[Action]:
-    true, false, unknown = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+) -> tuple[SetCondition, ...]:
     weights = s.weights or {}
-    text = _fmt_weights(weights)
-    active = _active(weights, rank)
-    serving = [
-        n
-        for n, w in weights.items()
-        if w > 0 and (capacity.get(n) or 0) > 0 and s.placements[n].health is not Health.UNHEALTHY
-    ]
-    out: list[Action] = []
-    if serving:
-        out.append(
-            SetCondition(
-                ConditionType.READY,
-                true,
-                "Serving",
-                f"serving from {', '.join(serving)}: {text}",
-            )
-        )
+    placements = s.placements
+    if not traffic_readable:
+        traffic = "TrafficUnreadable"
+    elif traffic_drift:
+        traffic = "Drift"
+    else:
+        traffic = "Synced" if traffic_weights == s.weights else "Pending"
+    key = _ConditionInputs(
+        weights=tuple(weights.items()),
+        serving=tuple(
+            n
+            for n, w in weights.items()
+            if w > 0 and (capacity.get(n) or 0) > 0 and placements[n].health is not Health.UNHEALTHY
+        ),
+        troubled=tuple(
+            (n, placements[n].reason)
+            for n in policy.names
+            if placements[n].health is Health.UNHEALTHY
+        ),
+        iced=tuple(sorted(s.ice.entries)),
+        flap_guarded=s.flap_guarded,
+        shift=(s.shift_from, s.shift_to, s.shift_reason),
+        waiting=tuple(waiting),
+        failback_delay_s=policy.failback_delay_s,
+        active=_active(weights, rank),
+        preferred=policy.preferred.name,
+        fail_static=s.fail_static_reason if s.fail_static else None,
+        traffic=traffic,
+    )
+    return _condition_actions(key)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConditionInputs:
+    """Everything the conditions depend on; hashable so identical decisions share them."""
+
+    weights: tuple[tuple[str, int], ...]
+    serving: tuple[str, ...]
+    troubled: tuple[tuple[str, str], ...]
+    iced: tuple[str, ...]
+    flap_guarded: bool
+    shift: tuple[str | None, str | None, str | None]
+    waiting: tuple[str, ...]
+    failback_delay_s: int
+    active: str | None
+    preferred: str
+    fail_static: str | None
+    traffic: str
+
+
+# Memoised (pure: the result depends on the key only); most decisions repeat the last one.
+@functools.lru_cache(maxsize=4096)
+def _condition_actions(key: _ConditionInputs) -> tuple[SetCondition, ...]:
+    true, false, unknown = ConditionStatus.TRUE, ConditionStatus.FALSE, ConditionStatus.UNKNOWN
+    text = _fmt_weights(dict(key.weights))
+    out: list[SetCondition] = []
+    if key.serving:
+        message = f"serving from {', '.join(key.serving)}: {text}"
+        out.append(SetCondition(ConditionType.READY, true, "Serving", message))
     else:
         out.append(
             SetCondition(
                 ConditionType.READY,
                 false,
-                s.fail_static_reason or "NotServing",
+                key.fail_static or "NotServing",
                 "no healthy placement with ready capacity holds traffic",
             )
         )
-    troubled = [n for n in policy.names if s.placements[n].health is Health.UNHEALTHY]
-    iced = sorted(s.ice.entries)
-    if troubled or iced or s.flap_guarded:
-        bits = [f"{n} {s.placements[n].reason}" for n in troubled]
-        bits += [f"{n} InsufficientCapacity" for n in iced]
-        if s.flap_guarded:
+    if key.troubled or key.iced or key.flap_guarded:
+        bits = [f"{n} {reason}" for n, reason in key.troubled]
+        bits += [f"{n} InsufficientCapacity" for n in key.iced]
+        if key.flap_guarded:
             bits.append("flap guard holding traffic")
         reason = (
             "FlapGuard"
-            if s.flap_guarded
-            else ("PlacementUnhealthy" if troubled else "InsufficientCapacity")
+            if key.flap_guarded
+            else ("PlacementUnhealthy" if key.troubled else "InsufficientCapacity")
         )
         out.append(SetCondition(ConditionType.DEGRADED, true, reason, "; ".join(bits)))
     else:
         out.append(
             SetCondition(ConditionType.DEGRADED, false, "AllHealthy", "every placement healthy")
         )
-    if s.shift_to is not None:
+    shift_from, shift_to, shift_reason = key.shift
+    if shift_to is not None:
+        message = f"moving traffic from {shift_from} to {shift_to}"
         out.append(
-            SetCondition(
-                ConditionType.FAILING_OVER,
-                true,
-                s.shift_reason or "Shifting",
-                f"moving traffic from {s.shift_from} to {s.shift_to}",
-            )
+            SetCondition(ConditionType.FAILING_OVER, true, shift_reason or "Shifting", message)
         )
     else:
-        msg = "no shift in progress"
-        if waiting:
-            msg += (
-                f"; waiting out failbackDelaySeconds {policy.failback_delay_s} "
-                f"for {', '.join(waiting)}"
+        message = "no shift in progress"
+        if key.waiting:
+            message += (
+                f"; waiting out failbackDelaySeconds {key.failback_delay_s} "
+                f"for {', '.join(key.waiting)}"
             )
-        out.append(SetCondition(ConditionType.FAILING_OVER, false, "Steady", msg))
-    preferred = policy.preferred.name
-    if active is not None and active != preferred:
-        out.append(
-            SetCondition(
-                ConditionType.FAILED_OVER,
-                true,
-                "ServingFromFallback",
-                f"most traffic on {active}, preferred is {preferred}",
-            )
-        )
+        out.append(SetCondition(ConditionType.FAILING_OVER, false, "Steady", message))
+    if key.active is not None and key.active != key.preferred:
+        message = f"most traffic on {key.active}, preferred is {key.preferred}"
+        out.append(SetCondition(ConditionType.FAILED_OVER, true, "ServingFromFallback", message))
     else:
-        out.append(
-            SetCondition(
-                ConditionType.FAILED_OVER,
-                false,
-                "ServingFromPreferred",
-                f"most traffic on {preferred}",
-            )
-        )
-    if s.fail_static:
-        out.append(
-            SetCondition(
-                ConditionType.FAIL_STATIC,
-                true,
-                s.fail_static_reason or "FailStatic",
-                f"holding last-known-good weights {text}",
-            )
-        )
+        message = f"most traffic on {key.preferred}"
+        out.append(SetCondition(ConditionType.FAILED_OVER, false, "ServingFromPreferred", message))
+    if key.fail_static is not None:
+        message = f"holding last-known-good weights {text}"
+        out.append(SetCondition(ConditionType.FAIL_STATIC, true, key.fail_static, message))
     else:
-        out.append(
-            SetCondition(
-                ConditionType.FAIL_STATIC,
-                false,
-                "ObservationsUsable",
-                "acting on fresh observations",
-            )
-        )
-    if not traffic_readable:
-        out.append(
-            SetCondition(
-                ConditionType.TRAFFIC_SYNCED,
-                unknown,
-                "TrafficUnreadable",
-                "no traffic layer reading in this decision",
-            )
-        )
-    elif traffic_drift:
-        out.append(
-            SetCondition(
-                ConditionType.TRAFFIC_SYNCED, false, "Drift", "another manager changed the weights"
-            )
-        )
-    elif traffic_weights == s.weights:
-        out.append(
-            SetCondition(
-                ConditionType.TRAFFIC_SYNCED,
-                true,
-                "Synced",
-                f"traffic layer holds {text}",
-            )
-        )
-    else:
-        out.append(
-            SetCondition(
-                ConditionType.TRAFFIC_SYNCED,
-                false,
-                "Pending",
-                "traffic layer does not hold the planned weights yet",
-            )
-        )
-    return out
+        message = "acting on fresh observations"
+        out.append(SetCondition(ConditionType.FAIL_STATIC, false, "ObservationsUsable", message))
+    synced = {
+        "TrafficUnreadable": (unknown, "no traffic layer reading in this decision"),
+        "Drift": (false, "another manager changed the weights"),
+        "Synced": (true, f"traffic layer holds {text}"),
+        "Pending": (false, "traffic layer does not hold the planned weights yet"),
+    }
+    status, message = synced[key.traffic]
+    out.append(SetCondition(ConditionType.TRAFFIC_SYNCED, status, key.traffic, message))
+    return tuple(out)
