@@ -214,3 +214,24 @@ async def test_machine_stuck_provisioning_past_the_timeout_is_an_issue(
     issues = (await later.describe()).health_issues
     assert [issue.code for issue in issues] == ["MachineProvisioningTimeout"]
     assert not issues[0].insufficient_capacity
+
+
+async def test_machines_become_ready_only_after_the_provisioning_delay(
+    capi_cluster: TestCluster, capi_namespace: str, capi_api: client.ApiClient
+) -> None:
+    create_deployment(capi_cluster, capi_namespace, name="gpu", cluster_name="fleet", replicas=2)
+    now = [0.0]
+    controller = CapiTestController(
+        api=capi_api, namespace=capi_namespace, clock=lambda: now[0], provision_delay_s=120
+    )
+    provider = ClusterAPIProvider(ref=MachineDeploymentRef(capi_namespace, "gpu"), api=capi_api)
+    await controller.reconcile("gpu")
+    booting = await provider.describe()
+    assert (booting.ready, booting.status, booting.updating) == (0, "ScalingUp", True)
+    now[0] = 119
+    await controller.reconcile("gpu")
+    assert (await provider.describe()).ready == 0
+    now[0] = 120
+    await controller.reconcile("gpu")
+    ready = await provider.describe()
+    assert (ready.ready, ready.status, ready.updating) == (2, "Running", False)
