@@ -91,7 +91,7 @@ def test_node_pool_reply_parses_into_the_clients_type_without_a_current_size(
     assert len(pool.instance_group_urls) == 2
 
 
-def test_operation_runs_until_the_clock_passes_its_duration(
+async def test_operation_runs_until_the_clock_passes_its_duration(
     client: container_v1.ClusterManagerClient, state: GKEState, clock: ManualClock
 ) -> None:
     started = client.set_node_pool_size(
@@ -111,6 +111,7 @@ def test_operation_runs_until_the_clock_passes_its_duration(
     assert done.status == container_v1.Operation.Status.DONE
     assert not done.error.message
     assert state.node_count(POOL) == 6  # three per zone, two zones
+    assert await state.node_count_source(POOL)() == 6  # what the node simulator follows
 
 
 def test_second_operation_on_a_busy_pool_is_refused_like_gke(

@@ -22,7 +22,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -235,6 +235,14 @@ class GKEState:
             self._finish_due_operations()
             pool = self.pools.get(pool_name)
             return 0 if pool is None else pool.node_count * len(pool.zones)
+
+    def node_count_source(self, pool_name: str) -> Callable[[], Awaitable[int]]:
+        """Return an async reader of the pool's size (a ``NodeSimulator`` desired-size source)."""
+
+        async def read() -> int:
+            return self.node_count(pool_name)
+
+        return read
 
     def delete_pool(self, pool_name: str) -> None:
         with self.lock:
