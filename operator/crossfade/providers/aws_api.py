@@ -215,11 +215,12 @@ class _ClientRateLimited(Throttled):
 
 
 def _should_retry(error: BaseException) -> bool:
-    # A call the local bucket refused is not retried here: waiting is what it refused.
+    # Retryable for the caller, but not in place: a call the local bucket refused would only
+    # wait longer, and an update in progress takes minutes, not a backoff's seconds.
     return (
         isinstance(error, ProviderError)
         and error.retryable
-        and not isinstance(error, _ClientRateLimited)
+        and not isinstance(error, _ClientRateLimited | UpdateInProgress)
     )
 
 

@@ -322,17 +322,14 @@ class Route53Router:
 
     async def _read_layer(self) -> RouteReading:
         records = await self._records()
-        missing_ok = {
-            p.set_identifier
-            for p in self._target.placements
-            if p.set_identifier not in records and (p.values or p.alias_target)
-        }
-        if missing_ok and len(missing_ok) == len(self._target.placements):
+        missing = [p for p in self._target.placements if p.set_identifier not in records]
+        if missing and all(p.values or p.alias_target for p in missing):
             return RouteReading(
                 weights=None,
                 accepted=None,
                 drift=False,
-                message=f"{self.name}: records not created yet; apply creates them",
+                message=f"{self.name}: records of {', '.join(p.placement for p in missing)} "
+                "not created yet; apply creates them",
                 reason="RecordsNotCreated",
             )
         layer = self._layer_weights(records)
