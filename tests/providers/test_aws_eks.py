@@ -259,3 +259,15 @@ async def test_concurrent_update_is_update_in_progress_for_a_later_reconcile(
     [refused] = fault_proxy.requests("UpdateNodegroupConfig")  # not retried in place
     assert refused.json()["clientRequestToken"] == "t-busy"
     assert (await provider.describe()).desired == 2  # nothing changed, nothing cached as done
+
+
+async def test_a_failing_settling_detail_does_not_fail_describe(
+    make_provider: ProviderFactory, fault_proxy: FaultProxy, clock: FakeClock
+) -> None:
+    provider = make_provider()
+    await provider.scale(desired=4, token="t-detail")
+    fault_proxy.add(Fault(kind="throttle", operation="DescribeScalingActivities", times=99))
+    clock.advance(SETTLING_CACHE_TTL_S)
+    state = await provider.describe()
+    assert state.desired == 4
+    assert len(fault_proxy.requests("DescribeScalingActivities")) == RETRY_ATTEMPTS

@@ -225,6 +225,8 @@ class EksNodeGroupProvider:
             except NotFound:
                 # An endpoint without DescribeUpdate (moto) or an expired id: rely on status.
                 tracking.update_tracking_supported = False
+            except ProviderError as error:
+                self._log_detail_skipped("DescribeUpdate", error)
             else:
                 tracking.last_update_status = str(update.get("status", ""))
                 updating = updating or tracking.last_update_status == UPDATE_IN_PROGRESS
@@ -244,6 +246,10 @@ class EksNodeGroupProvider:
                     activities = await self._autoscaling.recent_scaling_activities(group=group)
                 except NotFound:
                     continue
+                except ProviderError as error:
+                    # The node group's own answer still stands; ICE shows on a later pass.
+                    self._log_detail_skipped("DescribeScalingActivities", error)
+                    continue
                 issues.extend(issues_from_activities(activities, group=group, since=since))
         return NodeGroupState(
             desired=state.desired,
@@ -253,6 +259,12 @@ class EksNodeGroupProvider:
             status=state.status,
             updating=updating,
             health_issues=_unique(issues),
+        )
+
+    def _log_detail_skipped(self, operation: str, error: ProviderError) -> None:
+        log.warning(
+            "eks settling detail skipped",
+            extra={"provider": self.name, "operation": operation, "error_code": error.code},
         )
 
     async def scale(self, *, desired: int, token: str) -> ScaleResult:
