@@ -17,6 +17,7 @@ from crossfade.providers.karpenter import (
     is_claim_of,
     parse_quantity,
 )
+from crossfade.providers.registry import ProviderContext, build_provider
 from crossfade.testing.controlplane import TestCluster, upstream_crds
 from crossfade.testing.karpenter_controller import (
     GROUP,
@@ -186,3 +187,18 @@ def test_claims_of_a_sibling_pool_with_a_longer_name_are_not_ours() -> None:
     assert is_claim_of("gpu-a-x7k2p", "gpu-a")
     assert not is_claim_of("gpu-", "gpu")
     assert not is_claim_of("cpu-x7k2p", "gpu")
+
+
+async def test_registry_built_provider_without_a_secret_uses_the_operators_own_cluster(
+    api: client.ApiClient, pool_name: str
+) -> None:
+    await create_pool(api, name=pool_name, replicas=2)
+    placement = {
+        "name": "spot",
+        "priority": 1,
+        "provider": {"type": "KarpenterNodePool", "karpenterNodePool": {"nodePool": pool_name}},
+        "nodes": {"min": 0, "max": 4},
+    }
+    provider = build_provider(placement, ProviderContext(kube_api_client=api))
+    described = await provider.describe()
+    assert (described.desired, described.max_size) == (2, 4)
