@@ -56,6 +56,9 @@ SHIFT_EVENT_REASONS = frozenset(
 )
 
 
+_THROTTLED = ProviderErrorKind.THROTTLED.value
+
+
 class Mode:
     """Whether the plan's effects are applied."""
 
@@ -82,6 +85,9 @@ def _fmt_weights(weights: Mapping[str, int]) -> str:
 def _valid_observed(weights: Mapping[str, int] | None, names: tuple[str, ...]) -> Weights | None:
     if not weights:
         return None
+    values = weights.values()
+    if tuple(weights) == names and sum(values) == WEIGHT_TOTAL and min(values) >= 0:
+        return dict(weights)
     picked = {name: int(weights.get(name, 0)) for name in names}
     if any(w < 0 for w in picked.values()) or sum(picked.values()) <= 0:
         return None
@@ -809,10 +815,10 @@ def _scale(
         name = placement.name
         ps = s.placements[name]
         current_desired = ps.desired
-        sick = ps.health is Health.UNHEALTHY or is_failed(ps, policy=policy, now=now)
-        if sick:
+        if ps.health is Health.UNHEALTHY:
             continue  # neither grow nor shrink a failing placement: it may come back
-        if s.ice.is_unavailable(name, now=now):
+        iced = s.ice.is_unavailable(name, now=now)
+        if iced:
             reach = capacity[name] or 0
         else:
             reach = placement.max_accelerators - _broken_nodes(ps) * placement.accelerators_per_node
@@ -829,9 +835,7 @@ def _scale(
             desired = max(desired, floor)
         if current_desired is not None and desired == current_desired:
             continue
-        if s.ice.is_unavailable(name, now=now) and (
-            current_desired is None or desired > current_desired
-        ):
+        if iced and (current_desired is None or desired > current_desired):
             continue
         if current_desired is not None and desired < current_desired:
             quiet_s = now - ps.last_needed_at if ps.last_needed_at is not None else math.inf
@@ -853,7 +857,7 @@ def _scale(
                 f"{before} -> {desired} nodes"
             )
         throttled = (
-            ps.provider_error == ProviderErrorKind.THROTTLED.value
+            ps.provider_error == _THROTTLED
             and ps.provider_error_at is not None
             and now - ps.provider_error_at < policy.period_s
         )

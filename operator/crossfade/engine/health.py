@@ -143,6 +143,7 @@ def observe_health(
     """Feed new probe results and the latest node reading through the hysteresis rules."""
     changes: list[HealthChange] = []
     cold = state.total_nodes == 0 or (state.total_nodes is None and state.ready_accelerators == 0)
+    problem = _node_problem(state, policy=policy, carries_traffic=carries_traffic)
     for probe in probes:
         if state.last_probe_at is not None and probe.at <= state.last_probe_at:
             continue
@@ -182,7 +183,6 @@ def observe_health(
         else:
             state.consecutive_successes += 1
             state.consecutive_failures = 0
-            problem = _node_problem(state, policy=policy, carries_traffic=carries_traffic)
             if (
                 state.consecutive_successes >= policy.success_threshold
                 and state.health is not Health.HEALTHY
@@ -213,7 +213,6 @@ def observe_health(
             changes=changes,
         )
         return changes
-    problem = _node_problem(state, policy=policy, carries_traffic=carries_traffic)
     # Only a placement that was serving can lose its nodes; a booting one is not failing.
     if problem is not None and state.health is Health.HEALTHY:
         _set(

@@ -56,10 +56,10 @@ class PlacementPolicy:
     max_nodes: int
     accelerators_per_node: int
     weight: int | None = None  # relative share in Weighted mode; None = equal shares
+    max_accelerators: int = field(init=False, default=0)
 
-    @property
-    def max_accelerators(self) -> int:
-        return self.max_nodes * self.accelerators_per_node
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "max_accelerators", self.max_nodes * self.accelerators_per_node)
 
     def nodes_for(self, accelerators: int) -> int:
         """Nodes needed to offer ``accelerators``, clamped to [min_nodes, max_nodes]."""
