@@ -7,6 +7,7 @@ Pure apart from the file writers: the world (crossfade.testing.world) records ``
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -106,6 +107,7 @@ class DrillReport:
     outage_requests: int
     outage_failed_requests: int
     notes: tuple[str, ...] = field(default_factory=tuple)
+    resolution_s: float = 0.0  # median time between samples: the figures' precision
 
     @property
     def shift_happened(self) -> bool:
@@ -227,7 +229,13 @@ def build_report(
         outage_requests=sum(s.requests for s in outage),
         outage_failed_requests=sum(s.failed for s in outage),
         notes=tuple(notes),
+        resolution_s=_median_interval(ordered),
     )
+
+
+def _median_interval(ordered: Sequence[Sample]) -> float:
+    gaps = sorted(b.at - a.at for a, b in itertools.pairwise(ordered))
+    return gaps[len(gaps) // 2] if gaps else 0.0
 
 
 def _fmt_weight(value: float | None) -> str:
@@ -313,6 +321,7 @@ def summary_table(report: DrillReport) -> Table:
     table.add_row("operator marked it unhealthy at", _relative(report.detected_at, start))
     table.add_row("all traffic off the primary at", _relative(report.shift_completed_at, start))
     table.add_row("detection to shift", _seconds(report.detection_to_shift_s))
+    table.add_row("  (sampling resolution)", _seconds(report.resolution_s))
     table.add_row("fault to shift (client view)", _seconds(report.fault_to_shift_s))
     table.add_row("recovery to failback", _seconds(report.recovery_to_failback_s))
     table.add_row(
@@ -440,6 +449,7 @@ def markdown_report(report: DrillReport, rows: Sequence[TimelineRow]) -> str:
         f"| detection to shift | {_seconds(report.detection_to_shift_s)} |",
         f"| fault to shift (client view) | {_seconds(report.fault_to_shift_s)} |",
         f"| recovery to failback | {_seconds(report.recovery_to_failback_s)} |",
+        f"| sampling resolution | {_seconds(report.resolution_s)} |",
         f"| failed client requests | {report.failed_requests}/{report.requests} "
         f"({report.failed_share:.1%}) |",
         f"| failed between fault and shift | {report.outage_failed_requests}/"

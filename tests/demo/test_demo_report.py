@@ -98,6 +98,7 @@ def test_report_finds_detection_shift_and_failback() -> None:
     assert report.fault_to_shift_s == pytest.approx(5.0)
     assert report.failback_started_at == T0 + 40
     assert report.recovery_to_failback_s == pytest.approx(21.0)
+    assert report.resolution_s == pytest.approx(1.0)
     assert report.requests == 10 * len(samples)
     assert report.failed_requests == 45
     # Fault (10 s) to shift (15 s): six samples of ten requests, 45 failed.
