@@ -318,6 +318,8 @@ def decide(
             f"no observation of any placement for more than "
             f"{3 * policy.period_s} s; the observer may be broken"
         )
+        if observations.errors:
+            fail_static_message += f" ({'; '.join(observations.errors)})"
     elif len(warm) > 1 and all(s.placements[n].health is Health.UNHEALTHY for n in warm):
         fail_static_reason = "AllPlacementsUnhealthy"
         fail_static_message = "every placement with nodes looks unhealthy at once: " + "; ".join(
