@@ -6,7 +6,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.exceptions import RefreshError
 from google.cloud import container_v1
 
 from crossfade.providers.base import CapacityProvider
@@ -250,3 +251,25 @@ async def test_every_request_the_provider_sends_parses_as_the_real_request_type(
         else:
             assert "/nodePools/" in request.path or "/operations/" in request.path
     assert seen == set(request_types)
+
+
+class RefusedCredentials(Credentials):  # type: ignore[misc]
+    """Credentials whose token refresh is refused, as an expired federation config would be."""
+
+    def refresh(self, request: object) -> None:
+        raise RefreshError("invalid_grant: the identity pool token has expired")
+
+
+async def test_refused_credentials_are_permission_denied_not_an_sdk_error(
+    server: GKEServer, clock: ManualClock
+) -> None:
+    gke = GKENodePoolProvider(
+        ref=FIXED,
+        client=make_client(endpoint=server.endpoint, credentials=RefusedCredentials()),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(PermissionDenied) as denied:
+        await gke.describe()
+    assert denied.value.code == "CredentialsRefreshFailed"
+    assert "invalid_grant" in denied.value.message

@@ -165,6 +165,12 @@ class GKENodePoolProvider:
             return await asyncio.to_thread(call)
         except google_exceptions.GoogleAPIError as error:
             raise map_google_error(error, what=what) from error
+        except google_auth_exceptions.TransportError as error:  # token endpoint unreachable
+            raise ProviderUnavailable(f"{what}: credentials: {error}") from error
+        except google_auth_exceptions.GoogleAuthError as error:  # ADC refresh refused
+            raise PermissionDenied(
+                f"{what}: credentials: {error}", code="CredentialsRefreshFailed"
+            ) from error
         except OSError as error:  # connection refused / reset before any HTTP status
             raise ProviderUnavailable(f"{what}: {error}") from error
 
