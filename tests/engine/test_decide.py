@@ -342,6 +342,8 @@ def test_removed_placement_is_forgotten_and_weights_renormalised() -> None:
     assert sum(decision.state.weights.values()) == WEIGHT_TOTAL
 
 
-def test_empty_observations_on_a_new_pool_never_zero_weights() -> None:
+def test_a_new_pool_without_evidence_writes_no_weights() -> None:
     decision = decide(two_placements(), PoolState(), Observations(), T0)
-    assert decision.state.weights == {"a": 100, "b": 0}
+    assert decision.state.weights is None
+    assert decision.state.fail_static
+    assert not [a for a in decision.plan if isinstance(a, SetWeights)]

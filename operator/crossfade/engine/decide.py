@@ -35,7 +35,7 @@ from crossfade.engine.plan import (
 )
 from crossfade.engine.policy import PoolPolicy, Role, SpecLike, TrafficMode, policy_from_spec
 from crossfade.engine.state import FLAP_WINDOW_S, Health, PlacementState, PoolState
-from crossfade.engine.weights import WEIGHT_TOTAL, Weights, all_to, apportion, step_toward
+from crossfade.engine.weights import WEIGHT_TOTAL, Weights, apportion, step_toward
 
 # A placement that carried traffic or was planned to is kept at its size this long after
 # it stopped being needed, so a flapping neighbour does not make it scale up and down.
@@ -356,10 +356,12 @@ def decide(
             actions.append(EmitEvent(EventType.WARNING, "FailStatic", fail_static_message))
         s.fail_static = True
         s.fail_static_reason = fail_static_reason
-        if new_weights is None:
-            new_weights = s.last_good_weights or all_to(policy.preferred.name, names)
-            weight_reason = "FailStaticInitialWeights"
+        if new_weights is None and s.last_good_weights is not None:
+            new_weights = dict(s.last_good_weights)
+            weight_reason = "FailStaticLastKnownGood"
             weight_message = f"no safe target; holding {_fmt_weights(new_weights)}"
+        # With no weights known and no evidence, write nothing: whatever the traffic layer
+        # holds (perhaps a failover made before a restart) is safer than a guess.
     else:
         if s.fail_static:
             actions.append(
