@@ -224,8 +224,16 @@ def test_flap_guard_holds_failback_and_says_so() -> None:
     ]
     assert records.count("Failback") == 1  # the second failback would exceed the guard
     assert len(records) <= 3
-    events = [a for _, d in driver.decisions for a in d.plan if isinstance(a, EmitEvent)]
-    assert any(e.reason == "FlapGuard" and "maxFailoversPerHour 3" in e.message for e in events)
+    guard = [
+        (t, a)
+        for t, d in driver.decisions
+        for a in d.plan
+        if isinstance(a, EmitEvent) and a.reason == "FlapGuard"
+    ]
+    assert guard and "maxFailoversPerHour 3" in guard[0][1].message
+    # One Event per hold (a holds twice here, a new outage in between), not one per decision.
+    times = [t for t, _ in guard]
+    assert len(times) == 2 and times[1] - times[0] > 100
     assert driver.state is not None and driver.state.weights == {"a": 0, "b": 100}
 
 

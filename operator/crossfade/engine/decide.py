@@ -266,6 +266,7 @@ def decide(
     unknown_with_capacity: list[str] = []
     waiting_failback: list[str] = []
     recovering: list[str] = []  # passed failbackDelaySeconds in this decision
+    gate_held = False  # the flap guard kept a recovered placement out of rotation
     for name in names:
         ps = s.placements[name]
         cap = capacity[name]
@@ -293,7 +294,7 @@ def decide(
                             f"maxFailoversPerHour {limit}",
                         )
                     )
-                s.flap_guarded = True
+                s.flap_guarded = gate_held = True
                 waiting_failback.append(name)
                 continue
             ps.failed_at = None
@@ -386,6 +387,8 @@ def decide(
                 now=now,
                 actions=actions,
             )
+    if gate_held:
+        s.flap_guarded = True
     if target is not None and current is not None:
         _record_quiet_failbacks(
             policy,
