@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,8 +15,13 @@ from kubernetes import client as sync_client
 from kubernetes_asyncio import client
 
 from crossfade.providers.capi import ClusterAPIProvider, MachineDeploymentRef
-from crossfade.providers.errors import InsufficientCapacity, InvalidRequest, NotFound
-from crossfade.providers.kubeconfig import api_client_from_secret
+from crossfade.providers.errors import (
+    InsufficientCapacity,
+    InvalidRequest,
+    NotFound,
+    ProviderUnavailable,
+)
+from crossfade.providers.kubeconfig import api_client_from_kubeconfig, api_client_from_secret
 from crossfade.testing.capi_controller import (
     GROUP,
     VERSION,
@@ -23,6 +29,7 @@ from crossfade.testing.capi_controller import (
     machine_deployment,
 )
 from crossfade.testing.controlplane import TestCluster, upstream_crds
+from crossfade.testing.kube_fault_proxy import KubeFaultProxy
 from tests.providers.conformance import wait_until_served
 
 pytestmark = pytest.mark.cluster
@@ -235,3 +242,20 @@ async def test_machines_become_ready_only_after_the_provisioning_delay(
     await controller.reconcile("gpu")
     ready = await provider.describe()
     assert (ready.ready, ready.status, ready.updating) == (2, "Running", False)
+
+
+async def test_unreachable_apiserver_is_provider_unavailable(capi_namespace: str) -> None:
+    closed = KubeFaultProxy(
+        upstream="https://127.0.0.1:9", ssl_context=ssl.create_default_context()
+    )
+    kubeconfig = closed.kubeconfig()  # the port is closed once the proxy has stopped
+    closed.start()
+    closed.stop()
+    api = await api_client_from_kubeconfig(kubeconfig)
+    try:
+        provider = ClusterAPIProvider(ref=MachineDeploymentRef(capi_namespace, "gpu"), api=api)
+        with pytest.raises(ProviderUnavailable) as unavailable:
+            await provider.describe()
+        assert unavailable.value.retryable
+    finally:
+        await api.close()

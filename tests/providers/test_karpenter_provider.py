@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,13 +11,14 @@ import pytest
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from crossfade.providers.errors import InvalidRequest, NotFound
+from crossfade.providers.errors import InvalidRequest, NotFound, ProviderUnavailable
 from crossfade.providers.karpenter import (
     KarpenterNodePoolProvider,
     KarpenterNodePoolRef,
     is_claim_of,
     parse_quantity,
 )
+from crossfade.providers.kubeconfig import api_client_from_kubeconfig
 from crossfade.providers.registry import ProviderContext, build_provider
 from crossfade.testing.controlplane import TestCluster, upstream_crds
 from crossfade.testing.karpenter_controller import (
@@ -25,6 +27,7 @@ from crossfade.testing.karpenter_controller import (
     KarpenterTestController,
     node_pool,
 )
+from crossfade.testing.kube_fault_proxy import KubeFaultProxy
 from tests.providers.conformance import wait_until_served
 
 pytestmark = pytest.mark.cluster
@@ -202,3 +205,21 @@ async def test_registry_built_provider_without_a_secret_uses_the_operators_own_c
     provider = build_provider(placement, ProviderContext(kube_api_client=api))
     described = await provider.describe()
     assert (described.desired, described.max_size) == (2, 4)
+
+
+async def test_unreachable_apiserver_is_provider_unavailable() -> None:
+    closed = KubeFaultProxy(
+        upstream="https://127.0.0.1:9", ssl_context=ssl.create_default_context()
+    )
+    kubeconfig = closed.kubeconfig()  # the port is closed once the proxy has stopped
+    closed.start()
+    closed.stop()
+    api = await api_client_from_kubeconfig(kubeconfig)
+    try:
+        provider = KarpenterNodePoolProvider(ref=KarpenterNodePoolRef("gpu"), api=api)
+        with pytest.raises(ProviderUnavailable):
+            await provider.describe()
+        with pytest.raises(ProviderUnavailable):
+            await provider.scale(desired=1, token="t")
+    finally:
+        await api.close()

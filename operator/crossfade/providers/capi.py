@@ -24,6 +24,7 @@ from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
 from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
 from crossfade.providers.kubeconfig import (
     KUBECONFIG_SECRET_KEY,
+    TRANSPORT_ERRORS,
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
@@ -184,7 +185,7 @@ class ClusterAPIProvider:
             )
         except ApiException as error:
             raise map_api_exception(error, what=f"get MachineDeployment {self.name}") from None
-        except OSError as error:
+        except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"get MachineDeployment {self.name}: {error}") from None
         return found
 
@@ -199,7 +200,7 @@ class ClusterAPIProvider:
             )
         except ApiException as error:
             raise map_api_exception(error, what=f"list Machines of {self.name}") from None
-        except OSError as error:
+        except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"list Machines of {self.name}: {error}") from None
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
@@ -262,7 +263,7 @@ class ClusterAPIProvider:
             )
         except ApiException as error:
             raise map_api_exception(error, what=f"scale {self.name}") from None
-        except OSError as error:
+        except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"scale {self.name}: {error}") from None
         return ScaleResult(
             desired=desired,

@@ -31,6 +31,7 @@ from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
 from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
 from crossfade.providers.kubeconfig import (
     KUBECONFIG_SECRET_KEY,
+    TRANSPORT_ERRORS,
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
@@ -205,7 +206,7 @@ class KarpenterNodePoolProvider:
             return await call
         except ApiException as error:
             raise map_api_exception(error, what=f"{what} of {self.name}") from None
-        except OSError as error:
+        except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"{what} of {self.name}: {error}") from None
 
     async def _get(self, custom: client.CustomObjectsApi) -> dict[str, Any]:

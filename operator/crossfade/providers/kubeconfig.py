@@ -14,6 +14,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import aiohttp
 import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -27,6 +28,12 @@ from crossfade.providers.errors import (
     Throttled,
 )
 
+# What a kubernetes_asyncio call raises when no HTTP status came back.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+)
 KUBECONFIG_SECRET_KEY = "value"  # noqa: S105 (a key name, not a secret)
 KUBECONFIG_SECRET_SUFFIX = "-kubeconfig"  # noqa: S105 (a name suffix, not a secret)
 
@@ -109,6 +116,8 @@ async def read_kubeconfig_secret(
         secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
     except ApiException as error:
         raise map_api_exception(error, what=f"read Secret {namespace}/{name}") from None
+    except TRANSPORT_ERRORS as error:
+        raise ProviderUnavailable(f"read Secret {namespace}/{name}: {error!r}") from None
     encoded = (secret.data or {}).get(key)
     if encoded is None:
         raise InvalidRequest(f"{source} is missing")
