@@ -116,7 +116,7 @@ def pod_spec(rendered: Rendered) -> dict[str, Any]:
 
 def rbac_rules(rendered: Rendered) -> list[tuple[str, str | None, dict[str, Any]]]:
     """Return (kind of role, namespace or None, rule) for every rule the chart grants."""
-    rules = []
+    rules: list[tuple[str, str | None, dict[str, Any]]] = []
     for kind in ("ClusterRole", "Role"):
         for role in rendered.of_kind(kind):
             namespace = role["metadata"].get("namespace")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client, dynamic
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from crossfade.testing.controlplane import TestCluster
 from tests.packaging.chart import CHART_DIR
@@ -156,3 +156,19 @@ def apply_objects(
             )
             results.append(result.to_dict())
     return results
+
+
+def service_account_token(
+    cluster: TestCluster, *, namespace: str, account: str, lifetime_s: int
+) -> str:
+    """Return a real bound token for a ServiceAccount (TokenRequest), as a pod would get."""
+    with cluster.api_client() as api:
+        answer = client.CoreV1Api(api).create_namespaced_service_account_token(
+            account,
+            namespace,
+            client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=lifetime_s)
+            ),
+        )
+    assert answer.status is not None
+    return str(answer.status.token)

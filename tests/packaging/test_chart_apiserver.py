@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from crossfade.testing.controlplane import TestCluster
 from tests.packaging.chart import VALUES_CASES, pod_spec, render
@@ -56,7 +56,7 @@ def test_strict_dry_run_rejects_a_misspelt_field(
     with pytest.raises(ApiException) as rejected:
         apply_objects(management_cluster, [deployment], dry_run=True)
     # Server-side apply refuses a field outside the schema (it answers 500 for this).
-    message = json.loads(rejected.value.body)["message"]
+    message = json.loads(rejected.value.body or "{}")["message"]
     assert "readOnlyRootFileSystem: field not declared in schema" in message
 
 
@@ -81,9 +81,10 @@ def _restricted_namespace(
 
 
 def _create_pod_dry_run(cluster: TestCluster, pod: dict[str, Any]) -> None:
+    body: Any = pod  # the client serialises a plain manifest as it is
     with cluster.api_client() as api:
         client.CoreV1Api(api).create_namespaced_pod(
-            pod["metadata"]["namespace"], pod, dry_run="All"
+            pod["metadata"]["namespace"], body, dry_run="All"
         )
 
 
@@ -129,6 +130,6 @@ def test_the_same_apiserver_refuses_a_weakened_operator_pod(
     with pytest.raises(ApiException) as refused:
         _create_pod_dry_run(management_cluster, pod)
     assert refused.value.status == 403
-    message = json.loads(refused.value.body)["message"]
+    message = json.loads(refused.value.body or "{}")["message"]
     assert 'violates PodSecurity "restricted:latest"' in message
     assert violation in message

@@ -23,7 +23,7 @@ from kubernetes import client
 
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster, free_port
 from tests.packaging.chart import pod_spec, render
-from tests.packaging.cluster import apply_objects
+from tests.packaging.cluster import apply_objects, service_account_token
 
 try:
     from crossfade.testing.inference_server import Behaviour
@@ -45,20 +45,9 @@ REFUSALS = ("forbidden", "Forbidden", " 403", "Not enough permissions")
 def _service_account_kubeconfig(
     cluster: TestCluster, *, namespace: str, account: str
 ) -> dict[str, Any]:
-    with cluster.api_client() as api:
-        token = (
-            client.CoreV1Api(api)
-            .create_namespaced_service_account_token(
-                account,
-                namespace,
-                client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(
-                        audiences=[], expiration_seconds=TOKEN_LIFETIME_S
-                    )
-                ),
-            )
-            .status.token
-        )
+    token = service_account_token(
+        cluster, namespace=namespace, account=account, lifetime_s=TOKEN_LIFETIME_S
+    )
     admin = cluster.kubeconfig_dict(context_name="chart")
     admin["users"] = [{"name": "chart-sa", "user": {"token": token}}]
     admin["contexts"] = [{"name": "chart", "context": {"cluster": "chart", "user": "chart-sa"}}]
@@ -175,7 +164,7 @@ async def test_chart_account_runs_a_failover_end_to_end(
             lease = client.CoordinationV1Api(api).read_namespaced_lease(
                 "crossfade-leader", world.namespace
             )
-        assert lease.spec.holder_identity == env["POD_NAME"]
+        assert lease.spec is not None and lease.spec.holder_identity == env["POD_NAME"]
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -8,6 +8,7 @@ must be forbidden.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,7 @@ def never_allowed(release_ns: str) -> list[Ask]:
         ),
         Ask("create", "admissionregistration.k8s.io", "validatingwebhookconfigurations"),
     ]
-    return [Ask(**{**a.__dict__, "allowed": False}) for a in asks]
+    return [dataclasses.replace(a, allowed=False) for a in asks]
 
 
 def _namespaces_for(
@@ -103,6 +104,10 @@ def _namespaces_for(
 
 def _name_for(verb: str) -> str:
     return "" if verb in ("list", "watch", "create", "deletecollection") else SOME_OBJECT
+
+
+def _ask(grant: Grant, verb: str, namespace: str, name: str, *, allowed: bool = True) -> Ask:
+    return Ask(verb, grant.group, grant.plural, grant.subresource, namespace, name, allowed)
 
 
 def questions(grants: list[Grant], *, release_ns: str, cluster_wide: bool) -> list[Ask]:
@@ -124,24 +129,20 @@ def questions(grants: list[Grant], *, release_ns: str, cluster_wide: bool) -> li
 
     for grant in grants:
         inside, outside = _namespaces_for(grant, release_ns=release_ns, cluster_wide=cluster_wide)
-        common = {"group": grant.group, "resource": grant.plural, "subresource": grant.subresource}
+
         for namespace in inside:
             for verb in sorted(grant.verbs):
                 names = grant.names or (_name_for(verb),)
-                asks += [Ask(verb, namespace=namespace, name=n, **common) for n in names]
+                asks += [_ask(grant, verb, namespace, n) for n in names]
                 if grant.names:  # the same verb on another object of the kind is refused
-                    asks.append(
-                        Ask(verb, namespace=namespace, name=OTHER_OBJECT, allowed=False, **common)
-                    )
+                    asks.append(_ask(grant, verb, namespace, OTHER_OBJECT, allowed=False))
             granted_anyhow = verbs_where(grant.group, grant.resource, namespace)
             for verb in sorted(set(STANDARD_VERBS) - granted_anyhow):
-                asks.append(
-                    Ask(verb, namespace=namespace, name=_name_for(verb), allowed=False, **common)
-                )
+                asks.append(_ask(grant, verb, namespace, _name_for(verb), allowed=False))
         for namespace in outside:
             for verb in sorted(grant.verbs):
                 name = grant.names[0] if grant.names else _name_for(verb)
-                asks.append(Ask(verb, namespace=namespace, name=name, allowed=False, **common))
+                asks.append(_ask(grant, verb, namespace, name, allowed=False))
     return asks
 
 
@@ -169,6 +170,7 @@ def ask_authorizer(
                     )
                 )
             )
+            assert review.status is not None
             if bool(review.status.allowed) != ask.allowed:
                 wrong.append(str(ask))
     return wrong
@@ -213,7 +215,7 @@ def test_without_the_chart_rbac_the_same_questions_are_all_refused(
     """The proof can fail: an account without the chart's bindings gets no 'allowed'."""
     grants = expected_grants()
     asks = [
-        Ask(**{**a.__dict__, "allowed": False})
+        dataclasses.replace(a, allowed=False)
         for a in questions(grants, release_ns=namespace, cluster_wide=True)
         if a.allowed
     ]

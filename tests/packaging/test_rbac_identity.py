@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import datetime
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 from kubernetes_asyncio import client as aclient
 
 from crossfade.handlers.leadership import LEASE_DURATION_S, LeaseElector, LeaseRef
@@ -33,7 +33,12 @@ from crossfade.routers.httproute import (
 )
 from crossfade.testing.controlplane import TestCluster, upstream_crds
 from tests.packaging.chart import render
-from tests.packaging.cluster import apply_objects, install_chart_crds, wait_until_served
+from tests.packaging.cluster import (
+    apply_objects,
+    install_chart_crds,
+    service_account_token,
+    wait_until_served,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -64,21 +69,9 @@ def operator_account(management_cluster: TestCluster, crds: None, namespace: str
         dry_run=False,
     )
     account = rendered.one("ServiceAccount")["metadata"]["name"]
-    with management_cluster.api_client() as api:
-        token = (
-            client.CoreV1Api(api)
-            .create_namespaced_service_account_token(
-                account,
-                namespace,
-                client.AuthenticationV1TokenRequest(
-                    spec=client.V1TokenRequestSpec(
-                        audiences=[], expiration_seconds=TOKEN_LIFETIME_S
-                    )
-                ),
-            )
-            .status.token
-        )
-    return str(token)
+    return service_account_token(
+        management_cluster, namespace=namespace, account=account, lifetime_s=TOKEN_LIFETIME_S
+    )
 
 
 @pytest.fixture
@@ -155,7 +148,7 @@ async def test_operator_account_shifts_httproute_weights_with_the_real_router(
     assert before.weights == {"aws": 50, "gcp": 50}
     await router.apply({"aws": 0, "gcp": 100})
     with management_cluster.api_client() as api:
-        route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+        route: Any = client.CustomObjectsApi(api).get_namespaced_custom_object(
             GATEWAY_GROUP, HTTPROUTE_VERSION, namespace, HTTPROUTE_PLURAL, "chat"
         )
     weights = [ref["weight"] for ref in route["spec"]["rules"][0]["backendRefs"]]
@@ -242,7 +235,13 @@ def test_operator_account_is_refused_what_the_chart_does_not_grant(
     custom = client.CustomObjectsApi(as_operator)
     coordination = client.CoordinationV1Api(as_operator)
     lease = client.V1Lease(metadata=client.V1ObjectMeta(name=LEASE_NAME))
-    actions = {
+    pod: Any = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "escape"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+    }
+    actions: dict[str, Callable[[], object]] = {
         "list-secrets": lambda: core.list_namespaced_secret(namespace),
         "other-lease": lambda: coordination.patch_namespaced_lease(
             "kube-controller-manager", namespace, {"spec": {"holderIdentity": "me"}}
@@ -251,15 +250,7 @@ def test_operator_account_is_refused_what_the_chart_does_not_grant(
         "delete-route": lambda: custom.delete_namespaced_custom_object(
             GATEWAY_GROUP, HTTPROUTE_VERSION, namespace, HTTPROUTE_PLURAL, "chat"
         ),
-        "create-pod": lambda: core.create_namespaced_pod(
-            namespace,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": "escape"},
-                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
-            },
-        ),
+        "create-pod": lambda: core.create_namespaced_pod(namespace, pod),
     }
     with pytest.raises(ApiException) as refused:
         actions[forbidden]()
