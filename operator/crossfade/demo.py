@@ -43,6 +43,7 @@ from crossfade.demo_report import (
     write_plot,
     write_report_files,
 )
+from crossfade.sandbox import Sandbox, running_sandbox
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster
 from crossfade.testing.world import World, WorldKnobs, load_documents, running_world
 
@@ -255,32 +256,23 @@ def print_result(result: DemoResult, console: Console) -> None:
         console.print(f"{kind + ':':<7} {path}")
 
 
-async def _main_async(*, interactive: bool, out_dir: Path, console: Console) -> int:
-    from crossfade.sandbox import running_sandbox
-
+async def _drill_in_sandbox(
+    sandbox: Sandbox, *, interactive: bool, out_dir: Path, console: Console
+) -> DemoResult:
     task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    if task is not None:
-        loop.add_signal_handler(signal.SIGTERM, task.cancel)
-    started = time.monotonic()
-    console.print("starting the sandbox: etcd + 3 kube-apiservers (management, aws, gcp)")
-    # The sandbox start is blocking (subprocesses + CRD installs): run it off the loop.
-    stack = contextlib.ExitStack()
-    try:
-        sandbox = await asyncio.to_thread(stack.enter_context, running_sandbox())
-        console.print(f"sandbox up in {time.monotonic() - started:.1f} s")
-        result = await run_demo(
-            management=sandbox.management,
-            clouds={"aws": sandbox.clusters["aws"], "gcp": sandbox.clusters["gcp"]},
-            out_dir=out_dir,
-            interactive=interactive,
-            console=console,
-        )
-    finally:
-        await asyncio.to_thread(stack.close)
-    print_result(result, console)
-    console.print(f"demo finished in {time.monotonic() - started:.0f} s; every process stopped")
-    return EXIT_OK if result.complete else EXIT_DRILL_INCOMPLETE
+    if task is not None:  # SIGTERM cancels like Ctrl-C does, so the world cleans up
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_demo(
+        management=sandbox.management,
+        clouds={"aws": sandbox.clusters["aws"], "gcp": sandbox.clusters["gcp"]},
+        out_dir=out_dir,
+        interactive=interactive,
+        console=console,
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,11 +287,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     interactive = sys.stdin.isatty() and not args.non_interactive
     console = Console()
+    started = time.monotonic()
+    # Outside the event loop SIGTERM unwinds like Ctrl-C: the sandbox stops its processes.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return asyncio.run(_main_async(interactive=interactive, out_dir=args.out, console=console))
+        console.print("starting the sandbox: etcd + 3 kube-apiservers (management, aws, gcp)")
+        with running_sandbox() as sandbox:
+            console.print(f"sandbox up in {time.monotonic() - started:.1f} s")
+            try:
+                result = asyncio.run(
+                    _drill_in_sandbox(
+                        sandbox, interactive=interactive, out_dir=args.out, console=console
+                    )
+                )
+            finally:
+                signal.signal(signal.SIGTERM, _interrupt)  # the loop reset it on close
     except (KeyboardInterrupt, asyncio.CancelledError):
         console.print("interrupted: every process stopped")
         return EXIT_INTERRUPTED
+    print_result(result, console)
+    console.print(f"demo finished in {time.monotonic() - started:.0f} s; every process stopped")
+    return EXIT_OK if result.complete else EXIT_DRILL_INCOMPLETE
 
 
 if __name__ == "__main__":
