@@ -390,7 +390,7 @@ def decide(
     if gate_held:
         s.flap_guarded = True
     if target is not None and current is not None:
-        _record_quiet_failbacks(
+        _record_failbacks(
             policy,
             s=s,
             recovering=recovering,
@@ -477,7 +477,7 @@ def decide(
     )
 
 
-def _record_quiet_failbacks(
+def _record_failbacks(
     policy: PoolPolicy,
     *,
     s: PoolState,
@@ -488,11 +488,11 @@ def _record_quiet_failbacks(
     now: float,
     actions: list[Action],
 ) -> None:
-    """Count a return to a recovered placement even when it never stopped holding most weight.
+    """Record a Failback when a placement that passed failbackDelaySeconds gains weight.
 
-    With warm-before-shift a failing placement can keep most traffic while the fallback is
-    small; its recovery then moves weight back without changing the active placement. That
-    is still a failback, and the flap guard must count it.
+    Recorded here rather than when the busiest placement changes: with warm-before-shift
+    a failing placement can keep most traffic while the fallback is small, and weight
+    flowing back to it is still a failback that the flap guard must count.
     """
     recorded = {a.to_placement for a in actions if isinstance(a, RecordTransition)}
     for name in recovering:
@@ -648,8 +648,6 @@ def _move(
         # Same shift, better destination (e.g. a third placement finished booting).
         s.shift_to = target_active
     if target_active != current_active and s.shift_to != target_active:
-        recent = [t for t in s.transitions if now - t < FLAP_WINDOW_S]
-        s.transitions = recent
         kind = _shift_kind(
             policy,
             s=s,
@@ -659,35 +657,24 @@ def _move(
             now=now,
             rank=rank,
         )
-        if flap_guard_blocks(kind=kind, recent=len(recent), limit=policy.max_failovers_per_hour):
-            if not s.flap_guarded:
-                actions.append(
-                    EmitEvent(
-                        EventType.WARNING,
-                        "FlapGuard",
-                        f"holding traffic on {current_active} instead of a {kind} to "
-                        f"{target_active}: {len(recent)} transitions in the last hour, "
-                        f"maxFailoversPerHour {policy.max_failovers_per_hour}",
-                    )
-                )
-            s.flap_guarded = True
-            return _evacuate(current, forced=forced, goal=None, names=names, rank=rank)
-        message = _shift_message(
-            policy,
-            s=s,
-            source=current_active,
-            goal=target_active,
-            kind=kind,
-            capacity=capacity,
-            now=now,
-        )
-        s.transitions = [*recent, now]
-        s.shift_from, s.shift_to, s.shift_reason = current_active, target_active, kind
-        s.shift_started_at = now
-        actions.append(RecordTransition(now, current_active, target_active, kind, message))
-        actions.append(
-            EmitEvent(EventType.WARNING if kind == "Failover" else EventType.NORMAL, kind, message)
-        )
+        # Only leaving a failing placement starts a transition here. Returning to a
+        # recovered one is recorded (and flap-guarded) when it passes failbackDelaySeconds;
+        # any other change of the busiest placement is weight following capacity.
+        if kind == "Failover":
+            message = _shift_message(
+                policy,
+                s=s,
+                source=current_active,
+                goal=target_active,
+                kind=kind,
+                capacity=capacity,
+                now=now,
+            )
+            s.transitions = [*(t for t in s.transitions if now - t < FLAP_WINDOW_S), now]
+            s.shift_from, s.shift_to, s.shift_reason = current_active, target_active, kind
+            s.shift_started_at = now
+            actions.append(RecordTransition(now, current_active, target_active, kind, message))
+            actions.append(EmitEvent(EventType.WARNING, kind, message))
     s.flap_guarded = False
     reason = s.shift_reason or "Rebalance"
     moved = dict(current)
@@ -711,7 +698,7 @@ def _evacuate(
     current: Mapping[str, int],
     *,
     forced: list[str],
-    goal: Mapping[str, int] | None,
+    goal: Mapping[str, int],
     names: tuple[str, ...],
     rank: Mapping[str, int],
 ) -> tuple[Weights, str, str]:
@@ -721,20 +708,18 @@ def _evacuate(
     left goes to the placement already holding most of the rest.
     """
     moved = {name: current.get(name, 0) for name in names}
-    if not forced:
-        return moved, "FlapGuard", "flap guard holds traffic"
     freed = sum(moved[n] for n in forced)
     for name in forced:
         moved[name] = 0
-    for name in sorted(goal or {}, key=lambda n: rank[n]):
+    for name in sorted(goal, key=lambda n: rank[n]):
         if freed <= 0:
             break
-        give = min(freed, max(0, (goal or {})[name] - moved[name]))
+        give = min(freed, max(0, goal[name] - moved[name]))
         moved[name] += give
         freed -= give
     if freed > 0:
         holders = [n for n in names if moved[n] > 0] or [
-            n for n in sorted(goal or {}, key=lambda n: rank[n]) if (goal or {})[n] > 0
+            n for n in sorted(goal, key=lambda n: rank[n]) if goal[n] > 0
         ]
         receiver = min(holders, key=lambda n: (-moved[n], rank[n]))
         moved[receiver] += freed
@@ -746,8 +731,9 @@ def flap_guard_blocks(*, kind: str, recent: int, limit: int) -> bool:
     """Whether maxFailoversPerHour stops a transition of ``kind`` from starting now.
 
     Leaving an unhealthy placement (Failover) is never blocked: holding traffic on a dead
-    placement would turn a flap guard into an outage. Failback and Rebalance start only
-    while at most ``limit - 2`` transitions happened in the last hour (or none), which
+    placement would turn a flap guard into an outage. Any other transition (in practice a
+    Failback) starts only while at most ``limit - 2`` transitions happened in the last
+    hour (or none), which
     leaves room for the failover that may follow, so a flapping preferred placement
     causes at most ``limit`` transitions per hour.
     """
