@@ -84,6 +84,14 @@ def _operator_command(world: World, *, port: int) -> list[str]:
     return [sys.executable, "-m", "crossfade.cli", "run", *args]
 
 
+def _peak_rss_mib(pid: int) -> float | None:
+    """The process's peak resident memory (VmHWM), for sizing the chart's requests."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
 def _start(argv: list[str], *, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
@@ -165,6 +173,7 @@ async def test_chart_account_runs_a_failover_end_to_end(
                 "crossfade-leader", world.namespace
             )
         assert lease.spec is not None and lease.spec.holder_identity == env["POD_NAME"]
+        print(f"\n[packaging] operator peak RSS {_peak_rss_mib(process.pid)} MiB (one pool)")
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
