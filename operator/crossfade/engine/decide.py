@@ -146,9 +146,7 @@ def _observe_provider(
         )
 
 
-def _spill_over(
-    policy: PoolPolicy, usable: list[str], capacity: Mapping[str, int], demand: int
-) -> dict[str, float]:
+def _spill_over(*, usable: list[str], capacity: Mapping[str, int], demand: int) -> dict[str, float]:
     served: dict[str, float] = {}
     remaining = demand
     for name in usable:
@@ -162,7 +160,7 @@ def _spill_over(
 
 
 def _water_fill(
-    policy: PoolPolicy, usable: list[str], capacity: Mapping[str, int], demand: int
+    policy: PoolPolicy, *, usable: list[str], capacity: Mapping[str, int], demand: int
 ) -> dict[str, float]:
     """Weighted mode: shares by placement weight, none above what its capacity can serve."""
     served = dict.fromkeys(usable, 0.0)
@@ -591,9 +589,9 @@ def _target_weights(
         scale = served / sum(shares.values()) if shares else 0.0
         shares = {name: share * scale for name, share in shares.items()}
     elif policy.mode is TrafficMode.WEIGHTED:
-        shares = _water_fill(policy, usable, caps, demand)
+        shares = _water_fill(policy, usable=usable, capacity=caps, demand=demand)
     else:
-        shares = _spill_over(policy, usable, caps, demand)
+        shares = _spill_over(usable=usable, capacity=caps, demand=demand)
     intended = min(shares, key=lambda n: (-shares[n], rank[n]), default=None)
     unserved = demand - sum(shares.values())
     if current and unserved > 1e-9:

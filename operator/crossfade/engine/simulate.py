@@ -321,7 +321,11 @@ def simulate(scenario: Scenario, *, initial_state: PoolState | None = None) -> S
         for cloud in clouds.values():
             if cloud.stock_limit is None:
                 cloud.grow(now=now)
-        observations = _observe(policy, clouds, weights, now=now) if observer_up else Observations()
+        observations = (
+            _observe(policy, clouds=clouds, weights=weights, now=now)
+            if observer_up
+            else Observations()
+        )
         decision = decide(policy, state, observations, now)
         result.decisions += 1
         state = decision.state
@@ -347,16 +351,18 @@ def simulate(scenario: Scenario, *, initial_state: PoolState | None = None) -> S
                 result.moments.append(
                     Moment(t, "Proposed", f"Proposed{action.reason}", None, str(action))
                 )
-        result.rows.append(_row(policy, clouds, state, weights, t=t, now=now, notes=notes))
+        result.rows.append(
+            _row(policy, clouds=clouds, state=state, weights=weights, t=t, now=now, notes=notes)
+        )
     result.final_state = state
     return result
 
 
 def _observe(
     policy: PoolPolicy,
+    *,
     clouds: Mapping[str, _Cloud],
     weights: Mapping[str, int] | None,
-    *,
     now: float,
 ) -> Observations:
     probes: list[ProbeResult] = []
@@ -409,10 +415,10 @@ def _observe(
 
 def _row(
     policy: PoolPolicy,
+    *,
     clouds: Mapping[str, _Cloud],
     state: PoolState,
     weights: Mapping[str, int] | None,
-    *,
     t: int,
     now: float,
     notes: Sequence[str],
