@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -61,7 +62,9 @@ def crds(management_cluster: TestCluster, tmp_path_factory: pytest.TempPathFacto
 def operator_account(management_cluster: TestCluster, crds: None, namespace: str) -> str:
     """Install the chart's RBAC; return a token of its ServiceAccount."""
     rendered = render(
-        release="identity", namespace=namespace, sets={"rbac.secrets[0].name": KUBECONFIG_SECRET}
+        release=f"identity-{uuid.uuid4().hex[:6]}",
+        namespace=namespace,
+        sets={"rbac.secrets[0].name": KUBECONFIG_SECRET},
     )
     apply_objects(
         management_cluster,
