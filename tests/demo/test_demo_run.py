@@ -52,4 +52,6 @@ async def test_demo_shifts_away_and_fails_back(
     assert is_png(result.plot) and result.plot == tmp_path / "demo.png"
     written = json.loads(result.files["json"].read_text())
     assert written["report"]["shift_happened"] and written["report"]["failback_happened"]
+    # The pool's own conditions told the same story while traffic was on the standby.
+    assert "FailedOver" in {sample["phase"] for sample in written["samples"]}
     assert "traffic shifted off the primary" in console.export_text()

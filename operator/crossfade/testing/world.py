@@ -41,6 +41,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from moto.server import ThreadedMotoServer
 
 from crossfade.demo_report import Mark, OperatorEvent, PlacementSample, Sample
+from crossfade.handlers.status import phase_of
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster, free_port
 from crossfade.testing.gke_server import GKEServer, GKEState
 from crossfade.testing.inference_server import Behaviour, FakeInferenceServer
@@ -600,6 +601,7 @@ class World:
                     endpoint_fault=rig.fault,
                 )
             )
+        conditions = status.get("conditions") or []
         requests = failed = 0
         if self.traffic is not None:
             fresh = self.traffic.records[self._records_seen :]
@@ -610,7 +612,7 @@ class World:
         sample = Sample(
             at=time.time(),
             placements=tuple(placements),
-            phase=status.get("phase"),
+            phase=status.get("phase") or (phase_of(conditions) if conditions else None),
             active_placement=status.get("activePlacement"),
             requests=requests,
             failed=failed,
