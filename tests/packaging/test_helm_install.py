@@ -58,7 +58,9 @@ def test_install_upgrade_uninstall_on_a_real_apiserver(
     with management_cluster.api_client() as api:
         deployment = client.AppsV1Api(api).read_namespaced_deployment(fullname, namespace)
     assert deployment.spec.replicas == 3
-    assert deployment.spec.template.spec.containers[0].image.endswith(f"@{NEW_DIGEST}")
+    pod = deployment.spec.template.spec
+    assert pod is not None
+    assert str(pod.containers[0].image).endswith(f"@{NEW_DIGEST}")
 
     _helm(management_cluster, "uninstall", release, "-n", namespace)
     with management_cluster.api_client() as api:
@@ -73,4 +75,5 @@ def test_install_upgrade_uninstall_on_a_real_apiserver(
                 read()
             assert gone.value.status == 404
         # Helm keeps CRDs from crds/ on uninstall: deleting one would delete every pool.
-        assert ext.read_custom_resource_definition(CRD_NAME).metadata.name == CRD_NAME
+        kept = ext.read_custom_resource_definition(CRD_NAME)
+        assert kept.metadata is not None and kept.metadata.name == CRD_NAME
