@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from crossfade.engine.health import (
+    STALE_AFTER_PERIODS,
     HealthChange,
     is_failed,
-    is_stale,
     observe_capacity,
     observe_health,
 )
@@ -214,8 +214,9 @@ def decide(
     if s.started_at is None:
         s.started_at = now
     s.decisions += 1
-    for stale_name in [n for n in s.placements if n not in rank]:
-        del s.placements[stale_name]
+    if len(s.placements) > len(names) or any(n not in rank for n in s.placements):
+        for stale_name in [n for n in s.placements if n not in rank]:
+            del s.placements[stale_name]
     if s.weights is not None and tuple(s.weights) != names:
         s.weights = {name: s.weights.get(name, 0) for name in names}
         if sum(s.weights.values()) != WEIGHT_TOTAL:
@@ -251,9 +252,10 @@ def decide(
 
     capacity: dict[str, int | None] = {}
     fresh_names: list[str] = []
+    stale_before = now - STALE_AFTER_PERIODS * policy.period_s  # inlined is_stale: hot path
     for name in names:
         ps = s.placements[name]
-        if is_stale(ps, policy=policy, now=now):
+        if ps.last_seen_at is None or ps.last_seen_at < stale_before:
             capacity[name] = None
         else:
             capacity[name] = ps.ready_accelerators
@@ -808,7 +810,7 @@ def _scale(
         current_desired = ps.desired
         if ps.health is Health.UNHEALTHY:
             continue  # neither grow nor shrink a failing placement: it may come back
-        iced = s.ice.is_unavailable(name, now=now)
+        iced = bool(s.ice.entries) and s.ice.is_unavailable(name, now=now)
         if iced:
             reach = capacity[name] or 0
         else:

@@ -29,6 +29,8 @@ def apportion(shares: Mapping[str, float], *, order: Iterable[str] | None = None
     names), so the result is deterministic. Raises WeightError when every share is zero.
     """
     names = list(order) if order is not None else sorted(shares)
+    if len(names) == 1 and shares.get(names[0], 0.0) > 0:
+        return {names[0]: WEIGHT_TOTAL}  # the common case: one placement serves everything
     total = sum(max(0.0, shares.get(n, 0.0)) for n in names)
     if total <= 0:
         raise WeightError(f"cannot apportion traffic over all-zero shares {dict(shares)}")
