@@ -6,6 +6,7 @@ import asyncio
 import base64
 import copy
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,10 +46,17 @@ def route_with_weights(world: World, weights: dict[str, int]) -> dict[str, objec
 
 
 async def test_traffic_faults_and_secrets_are_wired(
-    demo_crds: TestCluster, cloud_clusters: dict[str, TestCluster], namespace: str
+    demo_crds: TestCluster,
+    cloud_clusters: dict[str, TestCluster],
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     async with running_world(
-        management=demo_crds, clouds=cloud_clusters, namespace=namespace, knobs=FAST
+        management=demo_crds,
+        clouds=cloud_clusters,
+        namespace=namespace,
+        knobs=FAST,
+        workdir=tmp_path,
     ) as world:
         primary, standby = world.primary, world.standbys[0]
         primary_backend = world.rigs[primary].backend
@@ -104,7 +112,10 @@ async def test_traffic_faults_and_secrets_are_wired(
 
 
 async def test_nodes_follow_the_cloud_doubles_desired_size(
-    demo_crds: TestCluster, cloud_clusters: dict[str, TestCluster], namespace: str
+    demo_crds: TestCluster,
+    cloud_clusters: dict[str, TestCluster],
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     knobs = WorldKnobs(
         default_boot_delay_s=0.3,
@@ -115,7 +126,11 @@ async def test_nodes_follow_the_cloud_doubles_desired_size(
         initial_nodes={"aws-primary": 2, "gke-standby": 0},
     )
     async with running_world(
-        management=demo_crds, clouds=cloud_clusters, namespace=namespace, knobs=knobs
+        management=demo_crds,
+        clouds=cloud_clusters,
+        namespace=namespace,
+        knobs=knobs,
+        workdir=tmp_path,
     ) as world:
         await eventually(lambda: ready_nodes(world, "aws-primary") == 2, what="2 EKS nodes")
         assert ready_nodes(world, "gke-standby") == 0

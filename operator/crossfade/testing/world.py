@@ -27,6 +27,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -649,10 +650,15 @@ async def running_world(
     knobs: WorldKnobs | None = None,
     workdir: Path | None = None,
 ) -> AsyncIterator[World]:
-    """Start the world around running clusters; on exit stop everything it started."""
+    """Start the world around running clusters; on exit stop everything it started.
+
+    ``documents`` default to examples/quickstart.yaml; ``workdir`` (operator log) to a new
+    temporary directory.
+    """
     knobs = knobs or WorldKnobs()
     documents = list(documents) if documents is not None else load_documents()
-    workdir = workdir or REPO_ROOT / "demo-out" / "world"
+    # Default: a fresh directory, so concurrent worlds never share the operator's log.
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="crossfade-world-"))
     workdir.mkdir(parents=True, exist_ok=True)
     world = World(
         management=management, clouds=clouds, namespace=namespace, knobs=knobs, workdir=workdir
