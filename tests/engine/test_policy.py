@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from crossfade.api import parse_spec
@@ -18,10 +19,15 @@ from crossfade.engine.policy import (
 SCENARIO = Path(__file__).resolve().parents[2] / "examples/scenarios/stockout.yaml"
 
 
-def test_model_and_mapping_agree() -> None:
+@pytest.mark.parametrize("path", sorted(SCENARIO.parent.glob("*.yaml")), ids=lambda p: p.stem)
+def test_typed_model_path_and_mapping_path_agree(path: Path) -> None:
+    spec = yaml.safe_load(path.read_text())["spec"]
+    assert policy_from_spec(parse_spec(spec)) == policy_from_spec(spec)
+
+
+def test_model_view_of_a_three_placement_pool() -> None:
     spec = yaml.safe_load(SCENARIO.read_text())["spec"]
     from_model = policy_from_spec(parse_spec(spec))
-    assert from_model == policy_from_spec(spec)
     assert from_model.names == ("aws-primary", "gke-standby", "capi-onprem")  # by priority
     assert from_model.preferred.role is Role.PRIMARY
     assert from_model.placement("capi-onprem").accelerators_per_node == 8

@@ -13,7 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crossfade.api import InferencePoolSpec
+from crossfade.api import InferencePoolSpec, Role, TrafficMode
+
+__all__ = [
+    "PlacementPolicy",
+    "PoolPolicy",
+    "Role",
+    "SpecLike",
+    "TrafficMode",
+    "policy_from_spec",
+]
 
 # Defaults mirror the API's defaults (issue 4); the API model's values win when present.
 DEFAULT_PERIOD_S = 10
@@ -28,21 +37,6 @@ DEFAULT_ICE_BACKOFF_S = 300
 DEFAULT_STEP_PERCENT = 25
 DEFAULT_MIN_READY_PERCENT = 50
 DEFAULT_ACCELERATORS_PER_NODE = 1
-
-
-class Role(enum.StrEnum):
-    """What a placement is for."""
-
-    PRIMARY = "Primary"
-    STANDBY = "Standby"
-
-
-class TrafficMode(enum.StrEnum):
-    """How weights are shared between placements."""
-
-    ACTIVE_PASSIVE = "ActivePassive"
-    WEIGHTED = "Weighted"
-    CAPACITY_PROPORTIONAL = "CapacityProportional"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +161,8 @@ def policy_from_spec(spec: SpecLike | PoolPolicy) -> PoolPolicy:
     """Build the engine's view from an InferencePoolSpec model or a spec mapping."""
     if isinstance(spec, PoolPolicy):
         return spec
+    if isinstance(spec, InferencePoolSpec):
+        return _policy_from_model(spec)
     placements = tuple(
         sorted(
             (_placement(raw) for raw in _get(spec, "placements", default=())),
@@ -250,4 +246,47 @@ def policy_from_spec(spec: SpecLike | PoolPolicy) -> PoolPolicy:
         ),
         paused=bool(_get(spec, "paused", default=False)),
         demand_accelerators=_int(spec, "demand_accelerators", "demandAccelerators", default=0),
+    )
+
+
+def _policy_from_model(spec: InferencePoolSpec) -> PoolPolicy:
+    """Typed path for the API model (the handler's case): no field-name guessing."""
+    inference = spec.health_check.inference
+    nodes = spec.health_check.nodes
+    failover = spec.failover
+    placements = tuple(
+        sorted(
+            (
+                PlacementPolicy(
+                    name=p.name,
+                    priority=p.priority,
+                    role=Role(p.role),
+                    min_nodes=p.nodes.min,
+                    max_nodes=p.nodes.max,
+                    accelerators_per_node=max(1, p.accelerator.per_node),
+                    weight=p.weight,
+                )
+                for p in spec.placements
+            ),
+            key=lambda p: (-p.priority, p.name),
+        )
+    )
+    return PoolPolicy(
+        placements=placements,
+        period_s=inference.period_seconds,
+        failure_threshold=inference.failure_threshold,
+        success_threshold=inference.success_threshold,
+        initial_delay_s=inference.initial_delay_seconds,
+        min_ready_percent=nodes.min_ready_percent,
+        min_allocatable_accelerators=nodes.min_allocatable_accelerators,
+        mode=TrafficMode(spec.traffic.mode),
+        step_percent=spec.traffic.step_percent,
+        automatic=failover.automatic,
+        toleration_s=failover.toleration_seconds,
+        failback_delay_s=failover.failback_delay_seconds,
+        warm_standby_nodes=failover.warm_standby_nodes,
+        max_failovers_per_hour=failover.max_failovers_per_hour,
+        ice_backoff_s=failover.insufficient_capacity_backoff_seconds,
+        paused=spec.paused,
+        demand_accelerators=spec.demand_accelerators or 0,
     )
