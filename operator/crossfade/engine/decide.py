@@ -338,7 +338,11 @@ def decide(
         # Under fail-static nothing moved, so a recovery there is not a failback.
         for name in names:
             ps = s.placements[name]
-            if ps.failed_at is None and is_failed(ps, policy=policy, now=now):
+            if (
+                ps.failed_at is None
+                and ps.health is Health.UNHEALTHY
+                and is_failed(ps, policy=policy, now=now)
+            ):
                 ps.failed_at = now
 
     # 4. Target weights.
@@ -389,7 +393,7 @@ def decide(
             )
     if gate_held:
         s.flap_guarded = True
-    if target is not None and current is not None:
+    if recovering and target is not None and current is not None:
         _record_failbacks(
             policy,
             s=s,
@@ -686,6 +690,8 @@ def _move(
         s.last_step_at = now
     elif forced:
         s.last_step_at = now
+    if moved == current:
+        return moved, reason, ""  # nothing to write, nothing to explain
     message = (
         f"{_fmt_weights(moved)} toward {_fmt_weights(goal)} (stepPercent {policy.step_percent})"
     )
