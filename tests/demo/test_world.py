@@ -126,6 +126,8 @@ async def test_nodes_follow_the_cloud_doubles_desired_size(
         start_operator=False,
         start_traffic=False,
         initial_nodes={"aws-primary": 2, "gke-standby": 0},
+        probe_period_s=3,
+        failback_delay_s=120,
     )
     async with running_world(
         management=demo_crds,
@@ -136,6 +138,13 @@ async def test_nodes_follow_the_cloud_doubles_desired_size(
     ) as world:
         await eventually(lambda: ready_nodes(world, "aws-primary") == 2, what="2 EKS nodes")
         assert ready_nodes(world, "gke-standby") == 0
+        with demo_crds.api_client() as api:
+            pool = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                "crossfade.dev", "v1alpha1", namespace, "inferencepools", world.pool_name
+            )
+        assert pool["spec"]["healthCheck"]["inference"]["periodSeconds"] == 3
+        assert pool["spec"]["failover"]["failbackDelaySeconds"] == 120
+        assert pool["spec"]["failover"]["tolerationSeconds"] == 2  # from the file
         member = world.rigs["aws-primary"].provider["eksNodeGroup"]
         await asyncio.to_thread(
             world.eks(member["region"]).update_nodegroup_config,
