@@ -8,6 +8,7 @@ the pools are mid-failover (primary failing) so the expensive paths run too. CPU
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def measure(pools: int, *, from_model: bool) -> list[float]:
 
 
 def main() -> int:
+    load_before = os.getloadavg()
     rows = []
     for from_model in (False, True):
         for pools in POOL_COUNTS:
@@ -111,6 +113,8 @@ def main() -> int:
             "rounds": ROUNDS,
             "target_1000_pools_ms": TARGET_1000_POOLS_MS,
             "target_met": thousand["cpu_ms_median"] < TARGET_1000_POOLS_MS,
+            # The machine is shared: other jobs' load inflates even CPU time (SMT, caches).
+            "loadavg_1m_before_after": [load_before[0], os.getloadavg()[0]],
         },
     )
     print(md.read_text())
