@@ -94,6 +94,8 @@ def expected_grants(
             _g("coordination.k8s.io", "leases", "create", Scope.RELEASE),
             _g("coordination.k8s.io", "leases", "get update patch", Scope.RELEASE, (lease_name,)),
         ]
+    if not cluster_wide:  # kopf observes namespaces when given a list of them
+        grants.append(_g("", "namespaces", "list watch", Scope.CLUSTER))
     if cluster_api:
         grants += [
             _g("cluster.x-k8s.io", "machinedeployments", "get list watch patch", served),

@@ -186,7 +186,7 @@ def test_watch_namespaces_switches_to_roles_in_exactly_those_namespaces() -> Non
     assert namespaced_roles == {"team-a", "team-b"}
     cluster_rules = [rule for kind, _, rule in rbac_rules(rendered) if kind == "ClusterRole"]
     cluster_resources = {res for rule in cluster_rules for res in rule["resources"]}
-    assert cluster_resources == {"nodes", "customresourcedefinitions"}
+    assert cluster_resources == {"nodes", "customresourcedefinitions", "namespaces"}
     args = pod_spec(rendered)["containers"][0]["args"]
     assert args[:2] == ["--namespace=team-a", "--namespace=team-b"]
     assert "--lease-name=crossfade-team-leader" in args

@@ -68,12 +68,20 @@ def _secret_values(world: World) -> dict[str, str]:
     return values
 
 
-def _operator_command(world: World, *, port: int) -> list[str]:
+def _chart_values(world: World, *, mode: str) -> dict[str, str]:
+    values = _secret_values(world)
+    if mode == "namespaced":
+        values["watchNamespaces[0]"] = world.namespace
+    return values
+
+
+def _operator_command(world: World, *, port: int, mode: str) -> list[str]:
     """The chart's container args for this release, run through the image's entrypoint."""
     rendered = render(
         release="e2e",
         namespace=world.namespace,
         sets={
+            **_chart_values(world, mode=mode),
             "httpPort": str(port),
             # Test-only: bind loopback, and look every second instead of every period.
             "operator.extraArgs[0]": "--health-host=127.0.0.1",
@@ -104,10 +112,13 @@ def _start(argv: list[str], *, env: dict[str, str], log_path: Path) -> subproces
         )
 
 
+@pytest.mark.parametrize("mode", ["cluster-wide", "namespaced"])
 async def test_chart_account_runs_a_failover_end_to_end(
-    world: World, management_cluster: TestCluster, tmp_path: Path
+    mode: str, world: World, management_cluster: TestCluster, tmp_path: Path
 ) -> None:
-    rendered = render(release="e2e", namespace=world.namespace, sets=_secret_values(world))
+    rendered = render(
+        release="e2e", namespace=world.namespace, sets=_chart_values(world, mode=mode)
+    )
     apply_objects(
         management_cluster, [o for o in rendered.objects if o["kind"] in RBAC_KINDS], dry_run=False
     )
@@ -129,7 +140,7 @@ async def test_chart_account_runs_a_failover_end_to_end(
         "CROSSFADE_AWS_ENDPOINT_URL": world.moto_url,
         "CROSSFADE_GKE_ENDPOINT": world.gke.endpoint,
     }
-    process = _start(_operator_command(world, port=port), env=env, log_path=log_path)
+    process = _start(_operator_command(world, port=port, mode=mode), env=env, log_path=log_path)
 
     def refusals() -> list[str]:
         lines = log_path.read_text(errors="replace").splitlines()

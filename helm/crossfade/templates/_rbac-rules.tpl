@@ -51,6 +51,13 @@ proves each is granted and that nothing else is (no wildcards, no escalate/bind/
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+{{- if not (include "crossfade.clusterWide" .) }}
+# Serving listed namespaces, kopf lists and watches namespaces; refused, it retries for about
+# a minute before starting, on every leader takeover.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- if .Values.rbac.karpenter }}
 - apiGroups: ["karpenter.sh"]
   resources: ["nodepools"]
