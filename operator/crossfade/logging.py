@@ -89,14 +89,32 @@ class ContextFilter(logging.Filter):
         return True
 
 
+JSON_SCALARS = (str, int, float, bool, type(None))
+# kopf attaches its whole OperatorSettings to every object log record.
+DROPPED_EXTRAS = frozenset({"settings"})
+EXTRA_MAX_CHARS = 500
+
+
+def _jsonable(value: Any) -> Any:
+    """Return ``value`` as plain JSON data; other objects (kopf's extras) become short text."""
+    if isinstance(value, JSON_SCALARS):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)[:EXTRA_MAX_CHARS]
+
+
 class RedactingJsonFormatter(JsonFormatter):
     """JSON formatter that drops empty context fields and redacts secrets in every field."""
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         cleaned = {
-            key: redact(value, key=key)
+            key: redact(_jsonable(value), key=key)
             for key, value in log_data.items()
             if not (key in (POOL_FIELD, PLACEMENT_FIELD) and value is None)
+            and key not in DROPPED_EXTRAS
         }
         return dict(super().process_log_record(cleaned))
 

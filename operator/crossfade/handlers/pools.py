@@ -224,7 +224,7 @@ async def _write_invalid(context: OperatorContext, *, body: kopf.Body, message: 
         await writer.patch_status(patch, seen_version=None)
 
 
-def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRuntime:
+async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRuntime:
     meta = snapshot.get("metadata") or {}
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     generation = int(meta.get("generation") or 0)
@@ -239,6 +239,8 @@ def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRu
         log.warning("pool wiring: %s: %s", problem.reason, problem.message)
     if cached is not None:
         runtime.state = cached[1].state  # a spec change keeps the engine's memory
+        runtime.manual_seen = cached[1].manual_seen
+        await cached[1].close()
     context.runtimes[key] = (generation, runtime)
     return runtime
 
@@ -256,7 +258,7 @@ async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWr
     started = time.monotonic()
     now = time.time()
     try:
-        runtime = _runtime(context, snapshot=snapshot)
+        runtime = await _runtime(context, snapshot=snapshot)
         outcome = await reconcile_once(
             body=snapshot, runtime=runtime, now=now, metrics=context.metrics
         )
@@ -296,6 +298,8 @@ async def _finalize(
     key = _key(namespace, name)
     cached = context.runtimes.pop(key, None)
     runtime: PoolRuntime | None = cached[1] if cached else None
+    if runtime is not None:
+        await runtime.close()
     if runtime is None:
         try:
             runtime, _ = build_runtime(

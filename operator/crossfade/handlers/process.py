@@ -21,6 +21,7 @@ from crossfade.handlers.health import ProcessHealth, start_server
 from crossfade.handlers.leadership import LeaseElector, LeaseRef
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.pools import OperatorContext, register
+from crossfade.handlers.provider_fallback import fallback_provider_factory
 from crossfade.handlers.wiring import SharedClients, registry_provider_factory
 from crossfade.probes.inference import new_session
 
@@ -147,16 +148,14 @@ async def _run_kopf(
         context.clients = SharedClients(
             kube_api_client=await make_api_client(),
             http=new_session(),
-            provider_factory=registry_provider_factory(),
+            provider_factory=registry_provider_factory() or fallback_provider_factory,
         )
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        clients = context.clients
-        if clients.http is not None:
-            await clients.http.close()
-        if clients.kube_api_client is not None:
-            await clients.kube_api_client.close()
+        for _generation, pool_runtime in context.runtimes.values():
+            await pool_runtime.close()
+        await context.clients.close()
 
     @kopf.on.login(registry=registry)
     async def login(**kwargs: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,12 @@ class PoolRuntime:
     routers: Sequence[TrafficRouter]
     state: PoolState | None = None
     manual_seen: str = "automatic"
+    closers: Sequence[Callable[[], Awaitable[None]]] = ()
+
+    async def close(self) -> None:
+        """Release what the runtime holds (node watches); the pool's state stays."""
+        for closer in self.closers:
+            await closer()
 
 
 @dataclass(slots=True)

@@ -10,19 +10,23 @@ from __future__ import annotations
 import importlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from crossfade.engine.observations import ProbeResult, ProviderObservation
+from crossfade.api import Provider
+from crossfade.engine.observations import NodeObservation, ProbeResult, ProviderObservation
 from crossfade.handlers.observe import PlacementObservers
 from crossfade.handlers.reconcile import PoolRuntime
 from crossfade.probes.breaker import BreakerRegistry
 from crossfade.probes.cloud import CloudProbe
 from crossfade.probes.inference import InferenceProbeConfig, ProbeMode, probe_inference
+from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
+from crossfade.probes.nodes import NodeCache
 from crossfade.providers.base import CapacityProvider
+from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, api_client_from_secret
 from crossfade.routers.base import RouterError
 from crossfade.routers.factory import RouterContext, build_routers
 
@@ -53,6 +57,73 @@ class SharedClients:
     provider_factory: ProviderFactory | None = None
     breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     router_clients: Mapping[str, Any] = field(default_factory=dict)
+    node_caches: NodeCacheRegistry = field(default_factory=NodeCacheRegistry)
+    # Clients of the clusters the nodes join, by "namespace/secret/key" (closed at cleanup).
+    cluster_clients: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Close every client this object owns."""
+        await self.node_caches.close()
+        for api in self.cluster_clients.values():
+            await api.close()
+        self.cluster_clients.clear()
+        if self.http is not None:
+            await self.http.close()
+        if self.kube_api_client is not None:
+            await self.kube_api_client.close()
+
+
+class NodeObserver:
+    """Node readiness of one placement from a shared watch-backed cache, started lazily.
+
+    The cache lives in the cluster named by ``clusterRef`` (a kubeconfig Secret in the
+    pool's namespace) or, without it, in the operator's own cluster. Until the cache has
+    synced the observer reports nothing (the engine then keeps its last capacity reading).
+    """
+
+    def __init__(
+        self, *, placement: Mapping[str, Any], namespace: str, clients: SharedClients
+    ) -> None:
+        self.placement = str(placement.get("name"))
+        self._wire = placement
+        self._namespace = namespace
+        self._clients = clients
+        self._cache: NodeCache | None = None
+        self._cluster_key = ""
+        self._labels: dict[str, str] = {}
+
+    async def _start(self) -> NodeCache:
+        ref = self._wire.get("clusterRef") or None
+        if ref:
+            key = str(ref.get("key") or KUBECONFIG_SECRET_KEY)
+            self._cluster_key = f"{self._namespace}/{ref['name']}/{key}"
+            api = self._clients.cluster_clients.get(self._cluster_key)
+            if api is None:
+                api = await api_client_from_secret(
+                    self._clients.kube_api_client,
+                    namespace=self._namespace,
+                    name=str(ref["name"]),
+                    key=key,
+                )
+                self._clients.cluster_clients[self._cluster_key] = api
+        else:
+            self._cluster_key, api = "in-cluster", self._clients.kube_api_client
+        self._labels = node_labels_for(Provider.model_validate(self._wire.get("provider") or {}))
+        return self._clients.node_caches.acquire(
+            cluster=self._cluster_key, api=api, labels=self._labels
+        )
+
+    async def observe(self) -> NodeObservation | None:
+        if self._cache is None:
+            self._cache = await self._start()
+        if not self._cache.synced:
+            return None
+        return self._cache.observe(placement=self.placement)
+
+    async def close(self) -> None:
+        if self._cache is not None:
+            self._cache = None
+            await self._clients.node_caches.release(cluster=self._cluster_key, labels=self._labels)
 
 
 def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
@@ -120,6 +191,7 @@ def build_runtime(
     problems: list[WiringError] = []
     observers: list[PlacementObservers] = []
     providers: dict[str, CapacityProvider] = {}
+    closers: list[Callable[[], Awaitable[None]]] = []
     for placement in spec.get("placements") or []:
         pname = str(placement.get("name"))
         probe = None
@@ -146,7 +218,12 @@ def build_runtime(
                         placement=pname, provider=provider, breaker=breaker, wall_clock=time.time
                     )
                 )
-        observers.append(PlacementObservers(placement=pname, probe=probe, cloud=cloud))
+        nodes = None
+        if clients.kube_api_client is not None and placement.get("provider"):
+            node_observer = NodeObserver(placement=placement, namespace=namespace, clients=clients)
+            nodes = node_observer.observe
+            closers.append(node_observer.close)
+        observers.append(PlacementObservers(placement=pname, probe=probe, nodes=nodes, cloud=cloud))
     try:
         routers = build_routers(
             spec=spec,
@@ -159,4 +236,7 @@ def build_runtime(
         )
     except RouterError as exc:
         raise WiringError(exc.reason, exc.message) from exc
-    return PoolRuntime(observers=observers, providers=providers, routers=routers), problems
+    runtime = PoolRuntime(
+        observers=observers, providers=providers, routers=routers, closers=closers
+    )
+    return runtime, problems

@@ -1,0 +1,370 @@
+"""The e2e world: real apiserver objects, moto EKS, the GKE test server, fake endpoints,
+and the operator as a subprocess (`crossfade run`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import boto3
+import yaml
+from kubernetes import client
+
+from crossfade.testing.controlplane import REPO_ROOT, TestCluster, free_port
+from crossfade.testing.gke_server import GKEServer
+from crossfade.testing.inference_server import FakeInferenceServer
+
+GROUP, VERSION, PLURAL = "crossfade.dev", "v1alpha1", "inferencepools"
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+GCP_PROJECT, GCP_LOCATION, GKE_CLUSTER = "demo-project", "us-central1", "inference"
+POOL_NAME = "chat"
+ROUTE_NAME = "chat"
+SERVICES = {"aws": "llm-aws", "gke": "llm-gke"}
+OPERATOR_READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 15.0
+
+T = TypeVar("T")
+
+
+async def eventually(
+    check: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.25
+) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout.
+
+    Async so the fake endpoints served by this event loop keep answering meanwhile.
+    """
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        await asyncio.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class OperatorProcess:
+    """`crossfade run` as a child process with its own kubeconfig, health port and log."""
+
+    kubeconfig: Path
+    namespace: str
+    log_path: Path
+    env: dict[str, str]
+    identity: str = field(default_factory=lambda: f"op-{uuid.uuid4().hex[:6]}")
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "crossfade.cli",
+                "run",
+                "-n",
+                self.namespace,
+                "--health-host",
+                "127.0.0.1",
+                "--health-port",
+                str(self.port),
+                "--lease-namespace",
+                self.namespace,
+                "--identity",
+                self.identity,
+                "--period",
+                "1",
+            ],
+            cwd=REPO_ROOT,
+            env={**self.env, "KUBECONFIG": str(self.kubeconfig)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    async def wait_ready(self, timeout_s: float = OPERATOR_READY_TIMEOUT_S) -> None:
+        def ready() -> bool:
+            assert self.alive(), f"operator exited: {self.log_tail()}"
+            status, body = self.get("/readyz")
+            return status == 200 and '"leader": true' in body
+
+        await eventually(ready, timeout_s=timeout_s, what=f"operator {self.identity} ready")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def metrics(self) -> str:
+        return self.get("/metrics")[1]
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no lease release, as a crashed pod."""
+        if self.process is not None and self.alive():
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def service(name: str, namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"selector": {"app": name}, "ports": [{"name": "http", "port": 8000}]},
+    }
+
+
+def kubeconfig_secret(name: str, namespace: str, cluster: TestCluster) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"value": yaml.safe_dump(cluster.kubeconfig_dict())},
+    }
+
+
+def http_route(namespace: str, *, aws_weight: int, gke_weight: int) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}",
+        "kind": "HTTPRoute",
+        "metadata": {"name": ROUTE_NAME, "namespace": namespace},
+        "spec": {
+            "parentRefs": [{"name": "inference-gateway"}],
+            "rules": [
+                {
+                    "backendRefs": [
+                        {"name": SERVICES["aws"], "port": 8000, "weight": aws_weight},
+                        {"name": SERVICES["gke"], "port": 8000, "weight": gke_weight},
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def pool_manifest(
+    namespace: str,
+    *,
+    aws_url: str,
+    gke_url: str,
+    cluster: str,
+    nodegroup: str,
+    node_pool: str,
+    failback_delay_s: int = 15,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferencePool",
+        "metadata": {"name": POOL_NAME, "namespace": namespace},
+        "spec": {
+            "placements": [
+                {
+                    "name": "aws",
+                    "priority": 100,
+                    "role": "Primary",
+                    "provider": {
+                        "type": "EKSNodeGroup",
+                        "eksNodeGroup": {
+                            "region": REGION,
+                            "cluster": cluster,
+                            "nodegroup": nodegroup,
+                        },
+                    },
+                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
+                    "nodes": {"min": 1, "max": 2},
+                    "clusterRef": {"name": "aws-kubeconfig", "key": "value"},
+                    "backendRef": {"kind": "Service", "name": SERVICES["aws"], "port": 8000},
+                    "endpoint": {"url": aws_url},
+                },
+                {
+                    "name": "gke",
+                    "priority": 50,
+                    "role": "Standby",
+                    "provider": {
+                        "type": "GKENodePool",
+                        "gkeNodePool": {
+                            "project": GCP_PROJECT,
+                            "location": GCP_LOCATION,
+                            "cluster": GKE_CLUSTER,
+                            "nodePool": node_pool,
+                        },
+                    },
+                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
+                    "nodes": {"min": 0, "max": 2},
+                    "clusterRef": {"name": "gcp-kubeconfig", "key": "value"},
+                    "backendRef": {"kind": "Service", "name": SERVICES["gke"], "port": 8000},
+                    "endpoint": {"url": gke_url},
+                },
+            ],
+            "healthCheck": {
+                "inference": {
+                    "periodSeconds": 1,
+                    "timeoutSeconds": 1,
+                    "failureThreshold": 2,
+                    "successThreshold": 2,
+                    "initialDelaySeconds": 0,
+                },
+            },
+            "traffic": {
+                "mode": "ActivePassive",
+                "stepPercent": 50,
+                "gatewayAPI": {"httpRouteRef": {"name": ROUTE_NAME}},
+            },
+            "failover": {
+                "automatic": True,
+                "tolerationSeconds": 0,
+                "failbackDelaySeconds": failback_delay_s,
+                "warmStandbyNodes": 1,
+                "maxFailoversPerHour": 10,
+            },
+            "deletionPolicy": "ScaleToMin",
+        },
+    }
+
+
+@dataclass
+class World:
+    """Everything one e2e test steers and inspects."""
+
+    cluster: TestCluster
+    namespace: str
+    moto_url: str
+    gke: GKEServer
+    aws_server: FakeInferenceServer
+    gke_server: FakeInferenceServer
+    eks_cluster: str
+    nodegroup: str
+    node_pool_name: str
+    tmp: Path
+    operators: list[OperatorProcess] = field(default_factory=list)
+
+    # --- the operator -------------------------------------------------------------------
+    def operator(self) -> OperatorProcess:
+        env = dict(os.environ)
+        env["CROSSFADE_AWS_ENDPOINT_URL"] = self.moto_url
+        env["CROSSFADE_GKE_ENDPOINT"] = self.gke.endpoint
+        op = OperatorProcess(
+            kubeconfig=self.cluster.kubeconfig_path,
+            namespace=self.namespace,
+            log_path=self.tmp / f"operator-{len(self.operators)}.log",
+            env=env,
+        )
+        self.operators.append(op)
+        return op.start()
+
+    # --- reading the world --------------------------------------------------------------
+    def pool(self) -> dict[str, Any]:
+        with self.cluster.api_client() as api:
+            obj: dict[str, Any] = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, POOL_NAME
+            )
+            return obj
+
+    def route_weights(self) -> dict[str, int]:
+        with self.cluster.api_client() as api:
+            route = client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GATEWAY_GROUP, GATEWAY_VERSION, self.namespace, "httproutes", ROUTE_NAME
+            )
+        by_service = {
+            ref["name"]: int(ref.get("weight", 1))
+            for ref in route["spec"]["rules"][0]["backendRefs"]
+        }
+        total = sum(by_service.values()) or 1
+        return {p: round(100 * by_service.get(s, 0) / total) for p, s in SERVICES.items()}
+
+    def events(self) -> list[tuple[str, str, str]]:
+        with self.cluster.api_client() as api:
+            items = client.CoreV1Api(api).list_namespaced_event(self.namespace).items
+        return [(e.type, e.reason, e.message) for e in items if e.involved_object.name == POOL_NAME]
+
+    def condition(self, kind: str) -> dict[str, Any] | None:
+        for c in (self.pool().get("status") or {}).get("conditions") or ():
+            if c.get("type") == kind:
+                return dict(c)
+        return None
+
+    def eks_desired(self) -> int:
+        eks = boto3.client("eks", region_name=REGION, endpoint_url=self.moto_url)
+        group = eks.describe_nodegroup(clusterName=self.eks_cluster, nodegroupName=self.nodegroup)
+        return int(group["nodegroup"]["scalingConfig"]["desiredSize"])
+
+    def gke_nodes(self) -> int:
+        return self.gke.state.node_count(self.node_pool_name)
+
+    def annotate(self, annotations: dict[str, str | None]) -> None:
+        with self.cluster.api_client() as api:
+            client.CustomObjectsApi(api).patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                self.namespace,
+                PLURAL,
+                POOL_NAME,
+                {"metadata": {"annotations": annotations}},
+            )
+
+
+@contextlib.contextmanager
+def gke_test_server() -> Iterator[GKEServer]:
+    server = GKEServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def create_eks_nodegroup(moto_url: str) -> tuple[str, str]:
+    suffix = uuid.uuid4().hex[:8]
+    cluster, nodegroup = f"prod-{suffix}", f"gpu-{suffix}"
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
+    eks.create_cluster(
+        name=cluster,
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cluster",
+        resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
+    )
+    eks.create_nodegroup(
+        clusterName=cluster,
+        nodegroupName=nodegroup,
+        subnets=["subnet-a", "subnet-b"],
+        nodeRole=f"arn:aws:iam::{ACCOUNT}:role/node",
+        instanceTypes=["g6.xlarge"],
+        scalingConfig={"minSize": 1, "maxSize": 2, "desiredSize": 2},
+    )
+    return cluster, nodegroup
