@@ -24,6 +24,10 @@ def weights_are(world: World, wanted: dict[str, int]) -> bool:
     return world.route_weights() == wanted
 
 
+def all_healthy(world: World) -> bool:
+    return (world.pool().get("status") or {}).get("healthyPlacements") == "2/2"
+
+
 def status_weights(world: World) -> dict[str, int]:
     placements = (world.pool().get("status") or {}).get("placements") or ()
     return {p["name"]: p.get("weight", 0) for p in placements}

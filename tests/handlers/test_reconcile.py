@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from crossfade.handlers import manual
@@ -198,3 +199,24 @@ async def test_insufficient_capacity_is_reported_as_warning() -> None:
     h.aws.healthy = False
     await h.run(10)
     assert any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events), h.events
+
+
+async def test_intent_is_persisted_before_the_scale_call() -> None:
+    h = Harness()
+    await h.run(5)
+    h.aws.healthy = False
+    order: list[str] = []
+    calls_before = len(h.gke_group.scale_calls)
+
+    async def persist(patch: Mapping[str, str | None]) -> None:
+        order.append(f"persist@{len(h.gke_group.scale_calls)}")
+        stored = json.loads(str(patch[STATE_ANNOTATION]))
+        order.append(f"desired={stored['placements']['gke'].get('desired')}")
+
+    for _ in range(30):
+        h.clock[0] += 1
+        await reconcile_once(body=h.body, runtime=h.runtime, now=h.clock[0], persist=persist)
+        if len(h.gke_group.scale_calls) > calls_before:
+            break
+    assert f"persist@{calls_before}" in order, order
+    assert order[order.index(f"persist@{calls_before}") + 1] == "desired=2", order

@@ -259,10 +259,14 @@ async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWr
     now = time.time()
     try:
         runtime = await _runtime(context, snapshot=snapshot)
-        outcome = await reconcile_once(
-            body=snapshot, runtime=runtime, now=now, metrics=context.metrics
-        )
         version = meta.get("resourceVersion")
+
+        async def persist(patch: Mapping[str, str | None]) -> None:
+            await writer.patch_annotations(patch, seen_version=version)
+
+        outcome = await reconcile_once(
+            body=snapshot, runtime=runtime, now=now, metrics=context.metrics, persist=persist
+        )
         if outcome.annotations_patch:
             await writer.patch_annotations(outcome.annotations_patch, seen_version=version)
         if outcome.status_patch:

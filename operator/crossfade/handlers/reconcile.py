@@ -21,6 +21,7 @@ from crossfade.engine.plan import (
     EventType,
     ScalePlacement,
     SetWeights,
+    is_effect,
 )
 from crossfade.engine.policy import PoolPolicy, policy_from_spec
 from crossfade.engine.state import PoolState
@@ -182,8 +183,13 @@ async def reconcile_once(
     runtime: PoolRuntime,
     now: float,
     metrics: ExecutorMetrics | None = None,
+    persist: Callable[[Mapping[str, str | None]], Awaitable[None]] | None = None,
 ) -> PassOutcome:
-    """Observe the pool, decide, act, and return what to write; raises nothing expected."""
+    """Observe the pool, decide, act, and return what to write; raises nothing expected.
+
+    ``persist`` writes an annotations patch at once; given, the engine state is written
+    ahead of the effects that change the world.
+    """
     metadata = body.get("metadata") or {}
     annotations: Mapping[str, str] = metadata.get("annotations") or {}
     spec: Mapping[str, Any] = body.get("spec") or {}
@@ -227,6 +233,14 @@ async def reconcile_once(
         current_weights=current_weights,
         current_desired=desired,
     )
+    persisted = annotations.get(STATE_ANNOTATION)
+    if persist is not None and any(is_effect(a) for a in actions) and not hold:
+        # Write-ahead: the intent is stored before any effect, so a process killed between
+        # the cloud call and the status write resumes knowing what it already asked for.
+        intent = dump_state(decision.state)
+        if intent != persisted:
+            await persist({STATE_ANNOTATION: intent})
+            persisted = intent
     report = await execute(
         actions,
         pool_uid=str(metadata.get("uid") or ""),
@@ -272,7 +286,7 @@ async def reconcile_once(
 
     annotations_patch: dict[str, str | None] = {}
     new_state = dump_state(decision.state)
-    if annotations.get(STATE_ANNOTATION) != new_state:
+    if persisted != new_state:
         annotations_patch[STATE_ANNOTATION] = new_state
     target = control.force_failover_to
     forced_landed = target is not None and (
