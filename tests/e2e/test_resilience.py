@@ -160,3 +160,35 @@ async def test_scenario6_manual_overrides_and_invalid_updates(world: World) -> N
     )
     reasons = {r for _, r, _ in world.events()}
     assert "ManualControl" in reasons
+
+
+async def test_deletion_with_scale_to_min_returns_node_groups_to_their_minimum(
+    world: World,
+) -> None:
+    op = world.operator()
+    await op.wait_ready()
+    await steady(world)
+    world.annotate({"crossfade.dev/force-failover": "gke"})
+    await eventually(
+        lambda: weights_are(world, {"aws": 0, "gke": 100}),
+        timeout_s=30,
+        what="traffic on gke before deletion",
+    )
+    pool = world.pool()
+    assert "crossfade.dev/finalizer" in pool["metadata"]["finalizers"]
+    with world.cluster.api_client() as api:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, world.namespace, PLURAL, POOL_NAME
+        )
+
+    def gone() -> bool:
+        try:
+            world.pool()
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    await eventually(gone, timeout_s=30, what="pool deleted after its finalizer ran")
+    assert world.route_weights() == {"aws": 100, "gke": 0}, "traffic left on capacity that stays"
+    assert world.gke_nodes() == 0
+    assert world.eks_desired() == 1

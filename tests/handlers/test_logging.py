@@ -45,3 +45,24 @@ def test_records_are_json_with_context_fields() -> None:
     assert "sekrit-value" not in first["message"]
     assert first["api_token"] == REDACTED
     assert "pool" not in second and second["message"] == "outside"
+
+
+def test_non_json_extras_become_text_and_kopf_settings_are_dropped() -> None:
+    import queue
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(stream=stream)
+        logging.getLogger("kopf.objects").info(
+            "handled",
+            extra={"settings": object(), "k8s_ref": {"name": "chat"}, "q": queue.SimpleQueue()},
+        )
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    record = json.loads(stream.getvalue())
+    assert "settings" not in record
+    assert record["k8s_ref"] == {"name": "chat"}
+    assert record["q"].startswith("<_queue.SimpleQueue")
