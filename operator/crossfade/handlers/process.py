@@ -21,7 +21,6 @@ from crossfade.handlers.health import ProcessHealth, start_server
 from crossfade.handlers.leadership import LeaseElector, LeaseRef
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.pools import OperatorContext, register
-from crossfade.handlers.provider_fallback import fallback_provider_factory
 from crossfade.handlers.wiring import SharedClients, registry_provider_factory
 from crossfade.probes.inference import new_session
 
@@ -148,7 +147,7 @@ async def _run_kopf(
         context.clients = SharedClients(
             kube_api_client=await make_api_client(),
             http=new_session(),
-            provider_factory=registry_provider_factory() or fallback_provider_factory,
+            provider_factory=registry_provider_factory(),
         )
 
     @kopf.on.cleanup(registry=registry)
