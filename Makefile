@@ -32,14 +32,21 @@ lock: ## Re-resolve requirements.lock from pyproject.toml
 testbins: ## Build kube-apiserver, etcd and helm from pinned Go modules into .cache/bin
 	hack/testenv.sh
 	hack/upstream-crds.sh >/dev/null
+	hack/policy-tools.sh >/dev/null
 
 .PHONY: lint
-lint: $(STAMP) ## ruff, mypy --strict, import-linter contracts, yamllint
+lint: $(STAMP) ## ruff, mypy --strict, import-linter, yamllint, hadolint, helm lint, CRD drift
 	$(BIN)/ruff check operator tests bench
 	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/yamllint -s crds examples
+	$(BIN)/yamllint -s crds examples helm/crossfade/values.yaml helm/crossfade/Chart.yaml \
+	  tests/packaging/values .checkov.yaml .hadolint.yaml
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/python -m crossfade.api.generate --check
+	cmp crds/inferencepools.crossfade.dev.yaml helm/crossfade/crds/inferencepools.crossfade.dev.yaml
+	@if [ -x .cache/bin/helm ]; then .cache/bin/helm lint --strict --kube-version 1.36.0 helm/crossfade; \
+	  else echo "helm not built yet (make testbins); helm lint runs in the test suite"; fi
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix with ruff
@@ -49,6 +56,7 @@ fmt: $(STAMP) ## Format and autofix with ruff
 .PHONY: crds
 crds: $(STAMP) ## Generate crds/ and docs/api.md from the pydantic API models
 	$(BIN)/python -m crossfade.api.generate
+	cp crds/inferencepools.crossfade.dev.yaml helm/crossfade/crds/
 
 .PHONY: pytest
 pytest: $(STAMP) testbins ## Run the pytest suite only (PYTEST_ARGS=... to select)
