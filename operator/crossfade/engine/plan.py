@@ -6,31 +6,16 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+# One definition of the condition vocabulary: the API's (the CRD documents these values).
+from crossfade.api.fields import ConditionStatus as ConditionStatus
+from crossfade.api.fields import ConditionType as ConditionType
+
 
 class EventType(enum.StrEnum):
     """Kubernetes Event types."""
 
     NORMAL = "Normal"
     WARNING = "Warning"
-
-
-class ConditionType(enum.StrEnum):
-    """Status condition types of an InferencePool."""
-
-    READY = "Ready"
-    DEGRADED = "Degraded"
-    FAILING_OVER = "FailingOver"
-    FAILED_OVER = "FailedOver"
-    TRAFFIC_SYNCED = "TrafficSynced"
-    FAIL_STATIC = "FailStatic"
-
-
-class ConditionStatus(enum.StrEnum):
-    """metav1.Condition status values."""
-
-    TRUE = "True"
-    FALSE = "False"
-    UNKNOWN = "Unknown"
 
 
 @dataclass(frozen=True, slots=True)
