@@ -8,13 +8,12 @@ import importlib
 import logging
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 GROUP = "crossfade.dev"
 VERSION = "v1alpha1"
 PLURAL = "inferencepools"
-DRILL_POLL_S = 1.0
 
 
 def _delegate(module: str, argv: Sequence[str]) -> int:
@@ -67,45 +66,56 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_duration_s(text: str) -> float:
+    """Return seconds for ``90``, ``90s``, ``10m`` or ``1h``; raise ArgumentTypeError."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    raw = text.strip().lower()
+    scale = units.get(raw[-1:])
+    number = raw[:-1] if scale is not None else raw
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (use 90s, 10m, 1h)") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+    return seconds
+
+
 def _cmd_drill(args: argparse.Namespace) -> int:
-    """Force a failover to a placement, wait until traffic is there, report the time."""
-    from crossfade.handlers.manual import FORCE_FAILOVER, RESUME
-    from crossfade.handlers.status_view import format_pool
+    """Run a reversible failover drill through the manual-control annotations."""
+    from crossfade.handlers.drill import DrillRequest, DrillRunner
 
     api = _custom_api()
 
-    def annotate(annotations: dict[str, str | None]) -> None:
+    def read_pool() -> dict[str, Any]:
+        pool: dict[str, Any] = api.get_namespaced_custom_object(
+            GROUP, VERSION, args.namespace, PLURAL, args.pool
+        )
+        return pool
+
+    def annotate(annotations: Mapping[str, str | None]) -> None:
         api.patch_namespaced_custom_object(
             GROUP,
             VERSION,
             args.namespace,
             PLURAL,
             args.pool,
-            {"metadata": {"annotations": annotations}},
+            {"metadata": {"annotations": dict(annotations)}},
         )
 
-    started = time.monotonic()
-    annotate({FORCE_FAILOVER: args.to})
-    print(f"drill: forced failover of {args.namespace}/{args.pool} to {args.to}")
-    deadline = started + args.timeout
-    pool: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        pool = api.get_namespaced_custom_object(GROUP, VERSION, args.namespace, PLURAL, args.pool)
-        placements = (pool.get("status") or {}).get("placements") or ()
-        weights = {p.get("name"): p.get("weight", 0) for p in placements}
-        if weights.get(args.to) == 100:
-            print(f"drill: all traffic on {args.to} after {time.monotonic() - started:.1f} s")
-            break
-        time.sleep(DRILL_POLL_S)
-    else:
-        print(f"drill: traffic not on {args.to} within {args.timeout:.0f} s", file=sys.stderr)
-        print(format_pool(pool))
-        return 1
-    if args.resume:
-        annotate({RESUME: "drill"})
-        print("drill: resume requested; automatic control will fail back after its delay")
-    print(format_pool(pool))
-    return 0
+    runner = DrillRunner(
+        read_pool=read_pool, annotate=annotate, clock=time.monotonic, sleep=time.sleep, say=print
+    )
+    request = DrillRequest(
+        target=args.to,
+        duration_s=args.duration,
+        dry_run=args.dry_run,
+        shift_timeout_s=args.timeout,
+        error_budget_polls=args.error_budget,
+    )
+    report = runner.run(request)
+    print(f"drill: {report.outcome}")
+    return 0 if report.succeeded else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,12 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-A", "--all-namespaces", action="store_true")
     status.set_defaults(handler=_cmd_status)
 
-    drill = sub.add_parser("drill", help="force a failover and time it")
+    drill = sub.add_parser("drill", help="a reversible failover drill with safety rails")
     drill.add_argument("pool")
     drill.add_argument("--to", required=True, help="placement to fail over to")
     drill.add_argument("-n", "--namespace", default="default")
-    drill.add_argument("--timeout", type=float, default=300.0)
-    drill.add_argument("--resume", action="store_true", help="return to automatic afterwards")
+    drill.add_argument("--duration", type=parse_duration_s, default=600.0, help="e.g. 10m")
+    drill.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
+    drill.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for shift")
+    drill.add_argument(
+        "--error-budget", type=int, default=2, help="unhealthy polls before rolling back"
+    )
     drill.set_defaults(handler=_cmd_drill)
 
     for name, module in (("simulate", "crossfade.simulation_report"), ("demo", "crossfade.demo")):

@@ -220,3 +220,34 @@ async def test_intent_is_persisted_before_the_scale_call() -> None:
             break
     assert f"persist@{calls_before}" in order, order
     assert order[order.index(f"persist@{calls_before}") + 1] == "desired=2", order
+
+
+async def test_drill_marker_records_the_forced_failover_as_a_drill_then_resume_clears_it() -> None:
+    h = Harness()
+    await h.run(5)
+    annotations = h.body["metadata"]["annotations"]
+    annotations[manual.FORCE_FAILOVER] = "gke"
+    annotations[manual.DRILL] = "d-1"
+    await h.step()
+    assert h.weights == {"aws": 0, "gke": 100}
+    history = h.body["status"]["history"]
+    assert history[0]["reason"] == "Drill", history
+    assert (history[0].get("from"), history[0]["to"]) == ("aws", "gke")
+    assert "d-1" in history[0]["message"]
+    await h.run(3)
+    assert [e["reason"] for e in h.body["status"]["history"]].count("Drill") == 1
+    h.body["metadata"]["annotations"][manual.RESUME] = "d-1"
+    await h.step()
+    annotations = h.body["metadata"]["annotations"]
+    assert manual.DRILL not in annotations and manual.PIN not in annotations
+    assert any(reason == "DrillEnded" for reason, _ in h.events)
+
+
+async def test_forced_failover_without_drill_marker_is_not_recorded_as_drill() -> None:
+    h = Harness()
+    await h.run(5)
+    h.body["metadata"]["annotations"][manual.FORCE_FAILOVER] = "gke"
+    await h.step()
+    assert h.weights == {"aws": 0, "gke": 100}
+    reasons = [e["reason"] for e in h.body["status"].get("history") or ()]
+    assert "Drill" not in reasons

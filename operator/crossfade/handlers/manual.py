@@ -11,6 +11,9 @@ Annotations (documented in docs/runbook.md):
   observing, reporting and proposing. Any other value than true/false is invalid.
 - ``crossfade.dev/resume: <anything>``: clear pin and freeze; one-shot, removed by the
   operator.
+- ``crossfade.dev/drill: <drill id>``: marks a forced failover as a drill (set by
+  ``crossfade drill`` next to force-failover); the operator records the landed failover in
+  status.history with reason ``Drill`` and removes the marker on resume.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ FORCE_FAILOVER = PREFIX + "force-failover"
 PIN = PREFIX + "pin"
 FREEZE = PREFIX + "freeze"
 RESUME = PREFIX + "resume"
-MANUAL_ANNOTATIONS = (FORCE_FAILOVER, PIN, FREEZE, RESUME)
+DRILL = PREFIX + "drill"
+MANUAL_ANNOTATIONS = (FORCE_FAILOVER, PIN, FREEZE, RESUME, DRILL)
 # One-shot requests the operator deletes after acting on them.
 ONE_SHOT_ANNOTATIONS = (FORCE_FAILOVER, RESUME)
 
@@ -45,6 +49,7 @@ class ManualControl:
     pinned_to: str | None = None
     frozen: bool = False
     resume: bool = False
+    drill: str | None = None
 
     @property
     def holds_traffic(self) -> bool:
@@ -60,6 +65,8 @@ class ManualControl:
             parts.append(f"pinned to {self.pinned_to}")
         if self.force_failover_to:
             parts.append(f"forced failover to {self.force_failover_to}")
+        if self.drill:
+            parts.append(f"drill {self.drill}")
         if self.resume:
             parts.append("resume requested")
         return ", ".join(parts) or "automatic"
@@ -89,6 +96,7 @@ def parse_manual_control(
         return name
 
     resume = RESUME in annotations
+    drill = (annotations.get(DRILL) or "").strip() or None
     force = placement_of(FORCE_FAILOVER)
     pin = placement_of(PIN)
     frozen = False
@@ -100,12 +108,12 @@ def parse_manual_control(
         elif value not in FALSE_VALUES:
             raise ManualControlError(f"{FREEZE}={raw_freeze!r} is not a boolean (true/false)")
     if resume:
-        return ManualControl(force_failover_to=force, resume=True)
+        return ManualControl(force_failover_to=force, resume=True, drill=drill)
     if pin is not None and force is not None and pin != force:
         raise ManualControlError(
             f"{PIN}={pin} and {FORCE_FAILOVER}={force} disagree; remove one of them"
         )
-    return ManualControl(force_failover_to=force, pinned_to=pin, frozen=frozen)
+    return ManualControl(force_failover_to=force, pinned_to=pin, frozen=frozen, drill=drill)
 
 
 def cleanup_patch(control: ManualControl, *, done_force: bool) -> dict[str, str | None]:
@@ -113,6 +121,8 @@ def cleanup_patch(control: ManualControl, *, done_force: bool) -> dict[str, str 
     patch: dict[str, str | None] = {}
     if control.resume:
         patch.update({RESUME: None, PIN: None, FREEZE: None})
+        if control.drill is not None:
+            patch[DRILL] = None
     if done_force and control.force_failover_to is not None:
         patch[FORCE_FAILOVER] = None
     return patch

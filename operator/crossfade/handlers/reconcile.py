@@ -19,6 +19,7 @@ from crossfade.engine.plan import (
     Action,
     EmitEvent,
     EventType,
+    RecordTransition,
     ScalePlacement,
     SetWeights,
     is_effect,
@@ -59,6 +60,8 @@ VOLATILE_PLACEMENT_KEYS = frozenset(
     }
 )
 VOLATILE_POOL_KEYS = frozenset({"decisions"})
+DRILL_REASON = "Drill"
+DRILL_ENDED_REASON = "DrillEnded"
 
 
 @dataclass(slots=True)
@@ -167,14 +170,38 @@ def apply_manual_control(
         )
     pinned = all_to(target, policy.names)
     if dict(current_weights or {}) != pinned:
+        reason = "Pinned"
+        if control.force_failover_to:
+            reason = DRILL_REASON if control.drill else "ManualFailover"
         kept.append(
             SetWeights(
                 weights=pinned,
-                reason="ManualFailover" if control.force_failover_to else "Pinned",
+                reason=reason,
                 message=f"all traffic to {target} ({control.describe()})",
             )
         )
     return kept, False
+
+
+def drill_transition(
+    *,
+    control: ManualControl,
+    target: str,
+    current_weights: Mapping[str, int] | None,
+    now: float,
+) -> RecordTransition:
+    """Return the history entry of a drill whose forced failover has just landed."""
+    before = dict(current_weights or {})
+    source = max(before, key=lambda name: before[name]) if before else None
+    if source == target:
+        source = None
+    return RecordTransition(
+        at=now,
+        from_placement=source,
+        to_placement=target,
+        reason=DRILL_REASON,
+        message=f"drill {control.drill}: all traffic to {target}",
+    )
 
 
 async def reconcile_once(
@@ -263,7 +290,26 @@ async def reconcile_once(
         observed_generation=generation,
     )
     placements = placement_summaries(names=policy.names, state=state_dict, weights=weights)
-    history = merge_history(stored_status.get("history"), report.transitions)
+    target = control.force_failover_to
+    forced_landed = target is not None and (
+        (report.weights_written or current_weights or {}).get(target, 0) == WEIGHT_TOTAL
+    )
+    transitions = list(report.transitions)
+    if forced_landed and target is not None and control.drill and not control.resume:
+        transitions.append(
+            drill_transition(
+                control=control, target=target, current_weights=current_weights, now=now
+            )
+        )
+    if control.resume and control.drill:
+        events.append(
+            EmitEvent(
+                EventType.NORMAL,
+                DRILL_ENDED_REASON,
+                f"drill {control.drill} ended; automatic control resumes",
+            )
+        )
+    history = merge_history(stored_status.get("history"), transitions)
     healthy = sum(1 for p in placements if p["health"] == "Healthy")
     built: dict[str, Any] = {
         "preferredPlacement": policy.preferred.name,
@@ -288,10 +334,6 @@ async def reconcile_once(
     new_state = dump_state(decision.state)
     if persisted != new_state:
         annotations_patch[STATE_ANNOTATION] = new_state
-    target = control.force_failover_to
-    forced_landed = target is not None and (
-        (report.weights_written or current_weights or {}).get(target, 0) == WEIGHT_TOTAL
-    )
     if forced_landed and target is not None:
         # A forced failover becomes a pin, so the engine does not fail back on its own.
         annotations_patch[manual_mod.PIN] = target
