@@ -2,7 +2,8 @@
 
 Only the calls listed here are used (see docs/providers/aws.md for the matching IAM policy):
 ``eks:DescribeNodegroup``, ``eks:UpdateNodegroupConfig``, ``eks:DescribeUpdate`` and
-``autoscaling:DescribeScalingActivities``. Every call:
+``autoscaling:DescribeScalingActivities``; provisioning adds ``eks:CreateNodegroup``,
+``eks:DeleteNodegroup``, ``eks:ListNodegroups`` (docs/providers/provisioning.md). Every call:
 
 1. takes a token from the API's client-side bucket (or fails fast with ``Throttled``),
 2. runs the blocking boto3 call in a worker thread (``asyncio.to_thread``),
@@ -16,6 +17,7 @@ Credentials come only from boto3's default chain (IRSA / EKS Pod Identity in a c
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -51,6 +53,8 @@ if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import ActivityTypeDef
     from mypy_boto3_eks.client import EKSClient
     from mypy_boto3_eks.type_defs import (
+        CreateNodegroupRequestTypeDef,
+        ListNodegroupsResponseTypeDef,
         NodegroupScalingConfigTypeDef,
         NodegroupTypeDef,
         UpdateTypeDef,
@@ -380,6 +384,38 @@ class EksApi:
             ),
         )
         return response["update"]
+
+    async def create_nodegroup(self, request: CreateNodegroupRequestTypeDef) -> NodegroupTypeDef:
+        """Create a managed node group; ``request`` carries its ``clientRequestToken``."""
+        response = await self.caller.call(
+            "CreateNodegroup", lambda: self._client.create_nodegroup(**request)
+        )
+        return response["nodegroup"]
+
+    async def delete_nodegroup(self, *, cluster: str, nodegroup: str) -> NodegroupTypeDef:
+        response = await self.caller.call(
+            "DeleteNodegroup",
+            lambda: self._client.delete_nodegroup(clusterName=cluster, nodegroupName=nodegroup),
+        )
+        return response["nodegroup"]
+
+    async def list_nodegroups(self, *, cluster: str) -> list[str]:
+        """Return every node group name of the cluster (all pages)."""
+        names: list[str] = []
+        token = ""
+        while True:
+            response = await self.caller.call(
+                "ListNodegroups", functools.partial(self._list_page, cluster=cluster, token=token)
+            )
+            names.extend(response.get("nodegroups", []))
+            token = response.get("nextToken", "")
+            if not token:
+                return names
+
+    def _list_page(self, *, cluster: str, token: str) -> ListNodegroupsResponseTypeDef:
+        if token:
+            return self._client.list_nodegroups(clusterName=cluster, nextToken=token)
+        return self._client.list_nodegroups(clusterName=cluster)
 
 
 class AutoScalingApi:
