@@ -54,6 +54,13 @@ from crossfade.api.policy import (
 from crossfade.api.pool import FieldError, InferencePool, InvalidPoolError, parse_pool, parse_spec
 from crossfade.api.spec import InferencePoolSpec
 from crossfade.api.status import Condition, HistoryEntry, InferencePoolStatus, PlacementStatus
+from crossfade.api.template import (
+    CapacityType,
+    Lifecycle,
+    PlacementTemplate,
+    TaintEffect,
+    TemplateTaint,
+)
 
 __all__ = [
     "API_VERSION",
@@ -70,6 +77,7 @@ __all__ = [
     "ApiModel",
     "BackendKind",
     "BackendRef",
+    "CapacityType",
     "CelRule",
     "ClusterAPIMachineDeployment",
     "Condition",
@@ -93,11 +101,13 @@ __all__ = [
     "InferencePoolStatus",
     "InvalidPoolError",
     "KarpenterNodePool",
+    "Lifecycle",
     "NodeCheck",
     "NodeRange",
     "Placement",
     "PlacementHealth",
     "PlacementStatus",
+    "PlacementTemplate",
     "Provider",
     "ProviderType",
     "Role",
@@ -107,6 +117,8 @@ __all__ = [
     "RuleViolationError",
     "SecretKeyRef",
     "SecretRef",
+    "TaintEffect",
+    "TemplateTaint",
     "Traffic",
     "TrafficMode",
     "parse_pool",

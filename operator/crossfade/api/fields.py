@@ -84,6 +84,7 @@ class DeletionPolicy(enum.StrEnum):
 
     RETAIN = "Retain"
     SCALE_TO_MIN = "ScaleToMin"
+    DELETE = "Delete"
 
 
 class PlacementHealth(enum.StrEnum):

@@ -13,6 +13,7 @@ from crossfade.api.constants import (
     URL_MAX_CHARS,
 )
 from crossfade.api.fields import BackendKind, DnsLabel, DnsSubdomain, ProviderType, Role
+from crossfade.api.template import Lifecycle, PlacementTemplate
 
 MAX_NODES = 1000
 MAX_PRIORITY = 1000
@@ -275,6 +276,24 @@ class Endpoint(ApiModel):
 class Placement(ApiModel):
     """One place the model may run, with its priority and role."""
 
+    cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        CelRule(
+            rule="self.lifecycle != 'OnDemand' || has(self.template)",
+            message="lifecycle OnDemand needs a template to create the node group from: "
+            "add template, or use lifecycle AlwaysPresent",
+            check=lambda p: p.lifecycle != Lifecycle.ON_DEMAND or p.template is not None,
+            field_path=".template",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="self.lifecycle != 'OnDemand' || self.role != 'Primary'",
+            message="a Primary placement serves by default and cannot be OnDemand: "
+            "use lifecycle AlwaysPresent, or make it a Standby",
+            check=lambda p: p.lifecycle != Lifecycle.ON_DEMAND or p.role != Role.PRIMARY,
+            field_path=".lifecycle",
+        ),
+    )
+
     name: DnsLabel = Field(description="Unique name of the placement (list-map key).")
     priority: int = Field(
         ge=0,
@@ -309,4 +328,14 @@ class Placement(ApiModel):
         ge=0,
         le=MAX_WEIGHT_PERCENT,
         description="Relative share of traffic in Weighted mode; absent = equal shares.",
+    )
+    template: PlacementTemplate | None = Field(
+        default=None,
+        description="How to create the node group when it does not exist (crossfade names, "
+        "tags and owns what it creates); absent = the node group must exist.",
+    )
+    lifecycle: Lifecycle = Field(
+        default=Lifecycle.ALWAYS_PRESENT,
+        description="AlwaysPresent keeps the node group at nodes.min all the time; OnDemand "
+        "(needs template) creates it only when failover needs it.",
     )

@@ -126,8 +126,9 @@ class InferencePoolSpec(ApiModel):
     )
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
-        description="On deletion: Retain capacity and weights as they are, or ScaleToMin "
-        "every placement before the finalizer is removed.",
+        description="On deletion: Retain capacity and weights as they are, ScaleToMin every "
+        "placement before the finalizer is removed, or Delete: ScaleToMin and let the reaper "
+        "delete the node groups crossfade created from templates (never any other).",
     )
     demand_accelerators: int | None = Field(
         default=None,
