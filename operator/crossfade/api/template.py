@@ -118,22 +118,29 @@ class PlacementTemplate(ApiModel):
     )
     zones: list[Zone] = Field(
         default_factory=list,
+        json_schema_extra={"default": []},
         max_length=MAX_ZONES,
         description="Zones to place nodes in (GKE node locations); empty = the cluster's.",
     )
     subnets: list[Subnet] = Field(
         default_factory=list,
+        json_schema_extra={"default": []},
         max_length=MAX_SUBNETS,
         description="Subnet ids (EKS); empty = the cluster's own subnets.",
     )
     labels: list[NodeLabel] = Field(
         default_factory=list,
         max_length=MAX_TEMPLATE_LABELS,
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["key"]},
+        json_schema_extra={
+            "default": [],
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["key"],
+        },
         description="Kubernetes labels for the nodes (the inference workload selects them).",
     )
     taints: list[TemplateTaint] = Field(
         default_factory=list,
+        json_schema_extra={"default": []},
         max_length=MAX_TEMPLATE_TAINTS,
         description="Taints for the nodes, so only the inference workload lands there.",
     )

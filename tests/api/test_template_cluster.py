@@ -1,0 +1,94 @@
+"""Placement template and lifecycle: the real apiserver and parse_pool agree, valid or not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from crossfade.api import InvalidPoolError, Lifecycle, parse_pool
+from tests.api.kube import PoolClient
+from tests.api.samples import base_pool
+
+pytestmark = pytest.mark.cluster
+
+TEMPLATE: dict[str, Any] = {
+    "instanceTypes": ["a3-highgpu-8g", "a2-ultragpu-8g"],
+    "capacityType": "Spot",
+    "zones": ["europe-west4-a", "europe-west4-b"],
+    "labels": [{"key": "crossfade.dev/workload", "value": "inference"}],
+    "taints": [{"key": "nvidia.com/gpu", "value": "present"}],
+    "diskSizeGib": 200,
+    "nodeRole": "gpu-nodes@my-project.iam.gserviceaccount.com",
+}
+
+
+def _pool(name: str, *, placement: int, **fields: Any) -> dict[str, Any]:
+    body = base_pool(name)
+    body["spec"]["placements"][placement].update(fields)
+    return body
+
+
+def test_on_demand_standby_with_template_is_accepted_with_agreeing_defaults(
+    pools: PoolClient,
+) -> None:
+    body = _pool("templated", placement=1, template=TEMPLATE, lifecycle="OnDemand")
+    reply = pools.dry_run_create(body)
+    assert reply.ok, reply.message
+    parsed = parse_pool(body)
+    assert parsed.spec.placements[1].lifecycle is Lifecycle.ON_DEMAND
+    assert reply.body["spec"] == parsed.to_wire()["spec"]
+    served = reply.body["spec"]["placements"]
+    assert served[0]["lifecycle"] == "AlwaysPresent"
+    assert served[1]["template"]["taints"][0]["effect"] == "NoSchedule"
+
+
+@pytest.mark.parametrize(
+    ("case", "placement", "fields", "api_path", "text"),
+    [
+        (
+            "on-demand-without-template",
+            1,
+            {"lifecycle": "OnDemand"},
+            "spec.placements[1].template",
+            "lifecycle OnDemand needs a template",
+        ),
+        (
+            "on-demand-primary",
+            0,
+            {"lifecycle": "OnDemand", "template": TEMPLATE},
+            "spec.placements[0].lifecycle",
+            "cannot be OnDemand",
+        ),
+        (
+            "capacity-block-without-reservation",
+            1,
+            {"template": {**TEMPLATE, "capacityType": "CapacityBlock"}},
+            "spec.placements[1].template.capacityReservationId",
+            "needs template.capacityReservationId",
+        ),
+        (
+            "no-instance-types",
+            1,
+            {"template": {**TEMPLATE, "instanceTypes": []}},
+            "spec.placements[1].template.instanceTypes",
+            "",
+        ),
+    ],
+)
+def test_invalid_template_is_rejected_by_server_and_parse_pool(
+    pools: PoolClient,
+    case: str,
+    placement: int,
+    fields: dict[str, Any],
+    api_path: str,
+    text: str,
+) -> None:
+    body = _pool(case, placement=placement, **fields)
+    reply = pools.dry_run_create(body)
+    assert not reply.ok, f"{case} was accepted"
+    assert api_path in reply.message and text in reply.message, reply.message
+    with pytest.raises(InvalidPoolError) as caught:
+        parse_pool(body)
+    paths = [error.path for error in caught.value.errors]
+    assert any(path.startswith(api_path) for path in paths), paths
