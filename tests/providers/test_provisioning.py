@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crossfade.api import parse_pool
+from crossfade.providers.errors import InvalidRequest
 from crossfade.providers.provisioning import (
     DELETION_POLICY_TAG,
     NODE_GROUP_NAME_MAX_CHARS,
@@ -16,10 +18,13 @@ from crossfade.providers.provisioning import (
     NodeGroupTemplate,
     OwnedNodeGroup,
     Owner,
+    Taint,
     deletion_policy_of,
     node_group_name,
+    template_from_placement,
 )
 from crossfade.providers.reaper import ReapAction, decide, is_orphan
+from tests.api.samples import base_pool
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 placements = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", fullmatch=True)
@@ -86,3 +91,25 @@ def test_only_delete_policy_past_grace_deletes(
     assert (action is ReapAction.DELETED) == deletes
     if policy is not DeletionPolicyTag.DELETE:
         assert action is ReapAction.RETAINED
+
+
+def test_template_from_a_validated_placement() -> None:
+    body = base_pool("p")
+    placement = body["spec"]["placements"][1]
+    placement["template"] = {
+        "instanceTypes": ["p5.48xlarge", "p4d.24xlarge"],
+        "capacityType": "Spot",
+        "labels": [{"key": "crossfade.dev/workload", "value": "inference"}],
+        "taints": [{"key": "nvidia.com/gpu", "effect": "NoExecute"}],
+        "nodeRole": "arn:aws:iam::123456789012:role/node",
+    }
+    wire = parse_pool(body).to_wire()["spec"]["placements"][1]
+    template = template_from_placement(wire)
+    assert template.instance_types == ("p5.48xlarge", "p4d.24xlarge")
+    assert template.capacity_type == "SPOT"
+    assert (template.min_size, template.max_size) == (0, 4)
+    assert template.labels == {"crossfade.dev/workload": "inference"}
+    assert template.taints == (Taint(key="nvidia.com/gpu", value="", effect="NoExecute"),)
+    del placement["template"]["nodeRole"]
+    with pytest.raises(InvalidRequest):
+        template_from_placement(parse_pool(body).to_wire()["spec"]["placements"][1])

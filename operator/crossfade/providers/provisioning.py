@@ -16,7 +16,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from crossfade.providers.errors import InvalidRequest
 
@@ -188,3 +188,39 @@ class Provisioner(Protocol):
     async def delete_owned(self, *, name: str, owner: Owner) -> bool:
         """Delete ``name`` only if its tags name ``owner``; return False if it was gone."""
         ...
+
+
+_CAPACITY_TYPES = {"OnDemand": "ON_DEMAND", "Spot": "SPOT", "CapacityBlock": "CAPACITY_BLOCK"}
+
+
+def template_from_placement(placement: Mapping[str, Any]) -> NodeGroupTemplate:
+    """Return the provider-neutral template of a placement (wire form, as the API validated it)."""
+    name = placement.get("name")
+    wire = placement.get("template")
+    if not isinstance(wire, Mapping):
+        raise InvalidRequest(f"placement {name!r} has no template", code="NoTemplate")
+    if not wire.get("nodeRole"):
+        raise InvalidRequest(
+            f"placement {name!r}: template.nodeRole is needed to create a node group",
+            code="NoNodeRole",
+        )
+    nodes = placement.get("nodes") or {}
+    return NodeGroupTemplate(
+        instance_types=tuple(wire.get("instanceTypes", ())),
+        subnets=tuple(wire.get("subnets", ())),
+        node_role=str(wire["nodeRole"]),
+        min_size=int(nodes.get("min", 0)),
+        max_size=int(nodes.get("max", 1)),
+        capacity_type=_CAPACITY_TYPES.get(str(wire.get("capacityType", "OnDemand")), "ON_DEMAND"),
+        capacity_reservation_id=wire.get("capacityReservationId"),
+        disk_size_gib=wire.get("diskSizeGib"),
+        labels={str(label["key"]): str(label.get("value", "")) for label in wire.get("labels", ())},
+        taints=tuple(
+            Taint(
+                key=str(taint["key"]),
+                value=str(taint.get("value", "")),
+                effect=str(taint.get("effect", "NoSchedule")),
+            )
+            for taint in wire.get("taints", ())
+        ),
+    )
