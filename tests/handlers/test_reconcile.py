@@ -251,3 +251,17 @@ async def test_forced_failover_without_drill_marker_is_not_recorded_as_drill() -
     assert h.weights == {"aws": 0, "gke": 100}
     reasons = [e["reason"] for e in h.body["status"].get("history") or ()]
     assert "Drill" not in reasons
+
+
+async def test_after_a_pin_is_resumed_the_engine_moves_traffic_back() -> None:
+    h = Harness()
+    await h.run(5)
+    h.body["metadata"]["annotations"][manual.FORCE_FAILOVER] = "gke"
+    await h.run(6)  # the engine keeps proposing aws while the pin holds gke
+    assert h.weights == {"aws": 0, "gke": 100}
+    h.body["metadata"]["annotations"][manual.RESUME] = "now"
+    for _ in range(20):
+        await h.step()
+        if h.weights == {"aws": 100, "gke": 0}:
+            break
+    assert h.weights == {"aws": 100, "gke": 0}

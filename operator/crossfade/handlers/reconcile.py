@@ -280,6 +280,11 @@ async def reconcile_once(
     events.extend(report.events)
     if report.weights_written is not None:
         decision.state.weights = dict(report.weights_written)
+    elif current_weights is not None and any(isinstance(a, SetWeights) for a in decision.plan):
+        # The engine's move was not carried out (pinned, frozen, or the write failed): it
+        # must remember what the traffic layer holds, or after a resume it would believe
+        # its move already made and never write it.
+        decision.state.weights = dict(current_weights)
 
     state_dict = decision.state.to_dict()
     weights = report.weights_written or current_weights or decision.state.weights
