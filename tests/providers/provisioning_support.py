@@ -10,6 +10,7 @@ from crossfade.providers.aws_api import EksApi
 from crossfade.providers.aws_eks_provisioner import EksNodeGroupProvisioner
 from crossfade.providers.provisioning import NodeGroupTemplate, Owner, Taint
 from crossfade.providers.ratelimit import RateLimiters
+from crossfade.testing.aws_faults import FaultProxy, RecordedRequest
 from tests.providers.conftest import ACCOUNT, REGION, RecordingSleep
 
 TEMPLATE = NodeGroupTemplate(
@@ -48,3 +49,8 @@ def make_provisioner(*, cluster: str, endpoint_url: str) -> EksNodeGroupProvisio
         sleep=RecordingSleep(),
     )
     return EksNodeGroupProvisioner(cluster=cluster, eks=eks)
+
+
+def node_group_deletes(proxy: FaultProxy) -> list[RecordedRequest]:
+    """DeleteNodegroup requests the proxy saw (it names them by method and path)."""
+    return [r for r in proxy.requests() if r.method == "DELETE" and "/node-groups/" in r.path]

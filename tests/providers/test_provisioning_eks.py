@@ -23,6 +23,7 @@ from tests.providers.provisioning_support import (
     make_provisioner,
     new_cluster,
     new_owner,
+    node_group_deletes,
 )
 
 RETAIN = DeletionPolicyTag.RETAIN
@@ -142,6 +143,8 @@ async def test_launch_failure_reported_after_create_moves_to_next_type(
     assert second.created and second.instance_type == "p4d.24xlarge"
     assert second.skipped_types == ("p5.48xlarge",)
     # The failed node group was ours and never served: it is deleted, not left behind.
+    [delete] = node_group_deletes(fault_proxy)
+    assert delete.path.endswith(f"/node-groups/{first.name}")
     assert _nodegroups(moto_server, cluster) == [second.name]
     # Adopted on the next pass, not created again.
     third = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
@@ -186,5 +189,5 @@ async def test_untagged_node_group_of_the_same_name_is_never_adopted(
             owner=owner, template=TEMPLATE, deletion_policy=RETAIN
         )
     assert fault_proxy.requests("CreateNodegroup") == []
-    assert fault_proxy.requests("DeleteNodegroup") == []
+    assert node_group_deletes(fault_proxy) == []
     assert _nodegroups(moto_server, cluster) == [name]

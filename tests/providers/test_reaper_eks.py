@@ -14,6 +14,7 @@ from tests.providers.provisioning_support import (
     make_provisioner,
     new_cluster,
     new_owner,
+    node_group_deletes,
 )
 
 GRACE_S = 600.0
@@ -49,11 +50,13 @@ async def test_orphan_with_delete_policy_is_reported_then_deleted_after_grace(
     clock.advance(GRACE_S - 1)
     [waiting] = await reaper.sweep(live)
     assert waiting.action is ReapAction.WAITING and waiting.orphaned_since == first.orphaned_since
-    assert fault_proxy.requests("DeleteNodegroup") == []
+    assert node_group_deletes(fault_proxy) == []
 
     clock.advance(1)
     [deleted] = await reaper.sweep(live)
     assert deleted.action is ReapAction.DELETED
+    [delete] = node_group_deletes(fault_proxy)
+    assert delete.path.endswith(f"/node-groups/{orphan_group.name}")
     assert _nodegroups(moto_server, cluster) == [live_group.name]
     assert await reaper.sweep(live) == []
 
@@ -83,7 +86,7 @@ async def test_orphan_with_retain_policy_is_only_reported(
     clock.advance(10 * GRACE_S)
     [finding] = await reaper.sweep({})
     assert finding.action is ReapAction.RETAINED
-    assert fault_proxy.requests("DeleteNodegroup") == []
+    assert node_group_deletes(fault_proxy) == []
     assert _nodegroups(moto_server, cluster) == [group.name]
 
 
@@ -107,5 +110,5 @@ async def test_untagged_node_group_of_an_orphans_name_is_never_touched(
     assert await provisioner.list_owned() == []
     with pytest.raises(OwnershipConflict):
         await provisioner.delete_owned(name=name, owner=owner)
-    assert fault_proxy.requests("DeleteNodegroup") == []
+    assert node_group_deletes(fault_proxy) == []
     assert _nodegroups(moto_server, cluster) == [name]
