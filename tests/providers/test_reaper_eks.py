@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from crossfade.providers.provisioning import DeletionPolicyTag, OwnershipConflict, node_group_name
-from crossfade.providers.reaper import OrphanReaper, ReapAction
+from crossfade.providers.reaper import OrphanReaper, ReapAction, ReaperMetrics
 from crossfade.testing.aws_faults import FaultProxy
 from tests.providers.conftest import ACCOUNT, REGION, FakeClock
 from tests.providers.provisioning_support import (
@@ -42,9 +42,21 @@ async def test_orphan_with_delete_policy_is_reported_then_deleted_after_grace(
         owner=orphan, template=TEMPLATE, deletion_policy=DeletionPolicyTag.DELETE
     )
     live = {kept.pool_uid: frozenset({"aws-a"})}  # orphan's pool was deleted
-    reaper = OrphanReaper(provisioner=provisioner, grace_period_s=GRACE_S, clock=clock)
+    metrics = ReaperMetrics()
+    reaper = OrphanReaper(
+        provisioner=provisioner,
+        target=cluster,
+        grace_period_s=GRACE_S,
+        clock=clock,
+        metrics=metrics,
+    )
+
+    def orphans(action: ReapAction) -> float | None:
+        labels = {"target": cluster, "action": action.value}
+        return metrics.registry.get_sample_value("crossfade_orphan_node_groups", labels)
 
     [first] = await reaper.sweep(live)
+    assert orphans(ReapAction.WAITING) == 1 and orphans(ReapAction.DELETED) == 0
     assert first.action is ReapAction.WAITING and first.group.name == orphan_group.name
     assert orphan.pool_uid in first.message
     clock.advance(GRACE_S - 1)
@@ -55,6 +67,11 @@ async def test_orphan_with_delete_policy_is_reported_then_deleted_after_grace(
     clock.advance(1)
     [deleted] = await reaper.sweep(live)
     assert deleted.action is ReapAction.DELETED
+    assert orphans(ReapAction.DELETED) == 1 and orphans(ReapAction.WAITING) == 0
+    deleted_total = metrics.registry.get_sample_value(
+        "crossfade_orphan_node_groups_deleted_total", {"target": cluster}
+    )
+    assert deleted_total == 1
     [delete] = node_group_deletes(fault_proxy)
     assert delete.path.endswith(f"/node-groups/{orphan_group.name}")
     assert _nodegroups(moto_server, cluster) == [live_group.name]

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from crossfade.providers.errors import ProviderError
 from crossfade.providers.provisioning import DeletionPolicyTag, OwnedNodeGroup, Provisioner
 
@@ -62,6 +64,26 @@ def decide(
     return ReapAction.DELETED
 
 
+class ReaperMetrics:
+    """Prometheus series of the reaper; one instance per registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.orphans = Gauge(
+            "crossfade_orphan_node_groups",
+            "Node groups with crossfade ownership tags whose pool or placement is gone, "
+            "by what the last sweep did with them",
+            ["target", "action"],
+            registry=self.registry,
+        )
+        self.deleted = Counter(
+            "crossfade_orphan_node_groups_deleted",
+            "Orphan node groups the reaper deleted",
+            ["target"],
+            registry=self.registry,
+        )
+
+
 class OrphanReaper:
     """Sweeps one provisioner's cluster; remembers when each orphan was first seen.
 
@@ -73,10 +95,14 @@ class OrphanReaper:
         self,
         *,
         provisioner: Provisioner,
+        target: str = "",
         grace_period_s: float = DEFAULT_GRACE_PERIOD_S,
         clock: Callable[[], float] = time.time,
+        metrics: ReaperMetrics | None = None,
     ) -> None:
         self._provisioner = provisioner
+        self._target = target
+        self._metrics = metrics or ReaperMetrics()
         self._grace_period_s = grace_period_s
         self._clock = clock
         self._first_seen: dict[str, float] = {}
@@ -106,6 +132,7 @@ class OrphanReaper:
                     message = f"{message}; delete failed: {error.code}"
                 else:
                     self._first_seen.pop(group.name, None)
+                    self._metrics.deleted.labels(self._target).inc()
             findings.append(
                 ReapFinding(group=group, action=action, orphaned_since=since, message=message)
             )
@@ -117,4 +144,7 @@ class OrphanReaper:
                     "pool_uid": group.owner.pool_uid,
                 },
             )
+        for action in ReapAction:
+            count = sum(finding.action is action for finding in findings)
+            self._metrics.orphans.labels(self._target, action.value).set(count)
         return findings
