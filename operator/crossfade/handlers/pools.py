@@ -232,7 +232,7 @@ async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> 
     cached = context.runtimes.get(key)
     if cached is not None and cached[0] == generation:
         return cached[1]
-    runtime, problems = build_runtime(
+    runtime, problems = await build_runtime(
         spec=snapshot.get("spec") or {}, namespace=namespace, name=name, clients=context.clients
     )
     for problem in problems:
@@ -302,11 +302,9 @@ async def _finalize(
     key = _key(namespace, name)
     cached = context.runtimes.pop(key, None)
     runtime: PoolRuntime | None = cached[1] if cached else None
-    if runtime is not None:
-        await runtime.close()
     if runtime is None:
         try:
-            runtime, _ = build_runtime(
+            runtime, _ = await build_runtime(
                 spec=spec, namespace=namespace, name=name, clients=context.clients
             )
         except WiringError as exc:
@@ -341,5 +339,8 @@ async def _finalize(
                         reason="ScaleToMinFailed",
                         message=f"{placement.name}: {exc.kind}: {exc.message}"[:1024],
                     )
+    if runtime is not None:
+        # Closed last: the providers' clients are needed for ScaleToMin above.
+        await runtime.close()
     context.metrics.forget_pool(namespace=namespace, pool=name, placements=names)
     log.info("pool finalized with deletionPolicy %s", policy_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -23,6 +24,9 @@ from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.pools import OperatorContext, register
 from crossfade.handlers.wiring import SharedClients, registry_provider_factory
 from crossfade.probes.inference import new_session
+from crossfade.providers.instrumented import ProviderMetrics
+from crossfade.providers.ratelimit import RateLimiters
+from crossfade.providers.registry import ProviderContext
 
 log = logging.getLogger(__name__)
 
@@ -144,10 +148,17 @@ async def _run_kopf(
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         cf_settings.configure(settings, component=COMPONENT, instance=identity)
+        kube_api_client = await make_api_client()
+        provider_context = dataclasses.replace(
+            ProviderContext.from_environment(), kube_api_client=kube_api_client
+        )
         context.clients = SharedClients(
-            kube_api_client=await make_api_client(),
+            kube_api_client=kube_api_client,
             http=new_session(),
-            provider_factory=registry_provider_factory(),
+            provider_factory=registry_provider_factory(provider_context),
+            # One bucket for the whole process: Route53 limits are per account.
+            router_clients={"route53_limiter": RateLimiters().bucket("route53")},
+            provider_metrics=ProviderMetrics(registry=metrics.registry),
         )
 
     @kopf.on.cleanup(registry=registry)

@@ -17,15 +17,18 @@ from typing import Any
 import aiohttp
 
 from crossfade.api import Provider
+from crossfade.api.policy import InferenceCheck
 from crossfade.engine.observations import NodeObservation, ProbeResult, ProviderObservation
 from crossfade.handlers.observe import PlacementObservers
 from crossfade.handlers.reconcile import PoolRuntime
 from crossfade.probes.breaker import BreakerRegistry
 from crossfade.probes.cloud import CloudProbe
-from crossfade.probes.inference import InferenceProbeConfig, ProbeMode, probe_inference
+from crossfade.probes.inference import InferenceProbeConfig, probe_inference
 from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
 from crossfade.probes.nodes import NodeCache
+from crossfade.probes.secret_headers import SecretHeaders, load_secret_headers
 from crossfade.providers.base import CapacityProvider
+from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, api_client_from_secret
 from crossfade.routers.base import RouterError
 from crossfade.routers.factory import RouterContext, build_routers
@@ -34,9 +37,18 @@ log = logging.getLogger(__name__)
 
 REGISTRY_MODULE = "crossfade.providers.registry"
 REGISTRY_BUILDERS = ("build_provider", "create_provider", "provider_for")
-DEFAULT_PROBE_TIMEOUT_S = 5.0
+# Per provider type: its member field, the field naming its region/location, and the field
+# naming its cluster ("kubeconfigSecretRef": the cluster reached through that Secret).
+PROVIDER_SCOPE_FIELDS = {
+    "EKSNodeGroup": ("eksNodeGroup", "region", "cluster"),
+    "GKENodePool": ("gkeNodePool", "location", "cluster"),
+    "ClusterAPI": ("clusterAPI", "namespace", "kubeconfigSecretRef"),
+    "KarpenterNodePool": ("karpenterNodePool", "", "kubeconfigSecretRef"),
+}
 
-ProviderFactory = Callable[[Mapping[str, Any]], CapacityProvider]
+# (placement in wire form, pool namespace) -> provider; the namespace is where the
+# provider reads kubeconfig Secrets.
+ProviderFactory = Callable[[Mapping[str, Any], str], CapacityProvider]
 
 
 class WiringError(Exception):
@@ -57,6 +69,7 @@ class SharedClients:
     provider_factory: ProviderFactory | None = None
     breakers: BreakerRegistry = field(default_factory=BreakerRegistry)
     router_clients: Mapping[str, Any] = field(default_factory=dict)
+    provider_metrics: ProviderMetrics | None = None
     node_caches: NodeCacheRegistry = field(default_factory=NodeCacheRegistry)
     # Clients of the clusters the nodes join, by "namespace/secret/key" (closed at cleanup).
     cluster_clients: dict[str, Any] = field(default_factory=dict)
@@ -127,7 +140,11 @@ class NodeObserver:
 
 
 def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
-    """Return a factory backed by the providers registry, or None when it is not installed."""
+    """Return a factory backed by the providers registry, or None when it is not installed.
+
+    ``context`` (a ``ProviderContext``) is narrowed to each pool's namespace, so kubeconfig
+    Secrets are read where the pool lives.
+    """
     try:
         module = importlib.import_module(REGISTRY_MODULE)
     except ImportError:
@@ -136,8 +153,11 @@ def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
         builder = getattr(module, name, None)
         if callable(builder):
 
-            def factory(placement: Mapping[str, Any], _b: Any = builder) -> CapacityProvider:
-                provider: CapacityProvider = _b(placement, context)
+            def factory(
+                placement: Mapping[str, Any], namespace: str, _b: Any = builder
+            ) -> CapacityProvider:
+                scoped = context.for_namespace(namespace) if context is not None else None
+                provider: CapacityProvider = _b(placement, scoped)
                 return provider
 
             return factory
@@ -145,22 +165,53 @@ def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
     return None
 
 
-def probe_config(placement: Mapping[str, Any], spec: Mapping[str, Any]) -> InferenceProbeConfig:
+def breaker_key(placement: Mapping[str, Any]) -> str:
+    """Return the circuit breaker key of a placement's cloud API: type/region/cluster.
+
+    Two clusters (or regions) of one cloud fail independently, so they must not share a
+    breaker; placements in the same cluster do share one.
+    """
+    provider = placement.get("provider") or {}
+    kind = str(provider.get("type") or "")
+    if not kind:
+        return f"placement/{placement.get('name')}"
+    member, scope_field, cluster_field = PROVIDER_SCOPE_FIELDS.get(kind, ("", "", ""))
+    details: Mapping[str, Any] = provider.get(member) or {} if member else {}
+    scope = str(details.get(scope_field) or "") if scope_field else ""
+    cluster_value = details.get(cluster_field) if cluster_field else None
+    if isinstance(cluster_value, Mapping):
+        cluster_value = cluster_value.get("name")
+    return "/".join((kind, scope, str(cluster_value or "")))
+
+
+def probe_config(
+    placement: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    *,
+    headers: SecretHeaders | None = None,
+) -> InferenceProbeConfig:
     """Return the inference probe settings of one placement (endpoint + healthCheck)."""
     endpoint = placement.get("endpoint") or {}
     url = endpoint.get("url")
     if not url:
         raise WiringError("NoEndpoint", f"placement {placement.get('name')} has no endpoint.url")
-    inference = (spec.get("healthCheck") or {}).get("inference") or {}
+    raw = (spec.get("healthCheck") or {}).get("inference") or {}
     try:
-        mode = ProbeMode(str(inference.get("mode") or ProbeMode.MODELS.value).lower())
-    except ValueError:
-        mode = ProbeMode.MODELS
-    return InferenceProbeConfig(
-        url=str(url),
-        mode=mode,
-        model=str(inference.get("model") or ""),
-        timeout_s=float(inference.get("timeoutSeconds") or DEFAULT_PROBE_TIMEOUT_S),
+        check = InferenceCheck.model_validate(raw)
+    except ValueError as exc:
+        raise WiringError("InvalidHealthCheck", f"healthCheck.inference: {exc}") from None
+    return InferenceProbeConfig.from_check(check, url=str(url), headers=headers)
+
+
+async def probe_headers(
+    spec: Mapping[str, Any], *, namespace: str, clients: SharedClients
+) -> SecretHeaders | None:
+    """Return the probe's headers from healthCheck.inference.headersSecretRef, if named."""
+    ref = ((spec.get("healthCheck") or {}).get("inference") or {}).get("headersSecretRef")
+    if not ref or clients.kube_api_client is None:
+        return None
+    return await load_secret_headers(
+        clients.kube_api_client, namespace=namespace, name=str(ref.get("name"))
     )
 
 
@@ -180,7 +231,7 @@ def _cloud_fn(probe: CloudProbe) -> Callable[[], Any]:
     return run
 
 
-def build_runtime(
+async def build_runtime(
     *, spec: Mapping[str, Any], namespace: str, name: str, clients: SharedClients
 ) -> tuple[PoolRuntime, list[WiringError]]:
     """Return the pool's runtime and the problems met building it (each becomes an Event).
@@ -192,27 +243,40 @@ def build_runtime(
     observers: list[PlacementObservers] = []
     providers: dict[str, CapacityProvider] = {}
     closers: list[Callable[[], Awaitable[None]]] = []
+    headers: SecretHeaders | None = None
+    try:
+        headers = await probe_headers(spec, namespace=namespace, clients=clients)
+    except Exception as exc:  # a missing Secret is reported; probes run without headers
+        problems.append(WiringError("ProbeHeadersUnavailable", str(exc)))
     for placement in spec.get("placements") or []:
         pname = str(placement.get("name"))
         probe = None
         if clients.http is not None:
             try:
-                probe = _probe_fn(
-                    clients.http, placement=pname, config=probe_config(placement, spec)
-                )
+                config = probe_config(placement, spec, headers=headers)
+                probe = _probe_fn(clients.http, placement=pname, config=config)
             except WiringError as exc:
                 problems.append(exc)
         cloud = None
         if clients.provider_factory is not None and placement.get("provider"):
             try:
-                provider = clients.provider_factory(placement)
+                built = clients.provider_factory(placement, namespace)
             except Exception as exc:  # the registry's errors are its own; report any
                 problems.append(WiringError("ProviderUnavailable", f"placement {pname}: {exc}"))
             else:
+                closer = getattr(built, "aclose", None)
+                if callable(closer):
+                    closers.append(closer)
+                provider = built
+                if clients.provider_metrics is not None:
+                    provider = InstrumentedProvider(
+                        built,
+                        provider_type=str((placement.get("provider") or {}).get("type")),
+                        placement=pname,
+                        metrics=clients.provider_metrics,
+                    )
                 providers[pname] = provider
-                breaker = clients.breakers.for_provider(
-                    str((placement.get("provider") or {}).get("type") or pname)
-                )
+                breaker = clients.breakers.for_provider(breaker_key(placement))
                 cloud = _cloud_fn(
                     CloudProbe(
                         placement=pname, provider=provider, breaker=breaker, wall_clock=time.time
