@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from crossfade.engine.health import (
     STALE_AFTER_PERIODS,
     HealthChange,
+    in_boot_grace,
     is_failed,
+    note_scale_up,
     observe_capacity,
     observe_health,
 )
@@ -566,6 +568,8 @@ def _restore_effect_fields(s: PoolState, *, old: PoolState, observed: Weights | 
         if ps.last_provider_at == (before.last_provider_at if before else None):
             ps.desired = before.desired if before else None
             ps.requested_at = before.requested_at if before else None
+            ps.scale_up_at = before.scale_up_at if before else None
+            ps.ready_before_scale_up = before.ready_before_scale_up if before else None
 
 
 def _health_event(change: HealthChange) -> EmitEvent:
@@ -768,6 +772,13 @@ def _shift_kind(
     return "Rebalance"
 
 
+def _elapsed_s(now: float, *, since: float) -> int:
+    """Whole seconds from ``since`` to ``now``; evidence stamped after ``now`` counts as 0."""
+    # Probe and node readings carry their own timestamps, which may be a moment later than
+    # the decision's ``now``: a negative age would print as "-0 s".
+    return max(0, round(now - since))
+
+
 def _shift_message(
     policy: PoolPolicy,
     *,
@@ -784,13 +795,17 @@ def _shift_message(
         evidence = f"{source} is {ps.health.value} ({ps.reason}: {ps.message})"
         if ps.unhealthy_since is not None:
             evidence += (
-                f", unhealthy for {now - ps.unhealthy_since:.0f} s, "
+                f", unhealthy for {_elapsed_s(now, since=ps.unhealthy_since)} s, "
                 f"tolerationSeconds {policy.toleration_s}"
             )
         parts.append(evidence)
     if goal is not None:
         gs = s.placements[goal]
-        healthy_for = f", healthy for {now - gs.healthy_since:.0f} s" if gs.healthy_since else ""
+        healthy_for = (
+            f", healthy for {_elapsed_s(now, since=gs.healthy_since)} s"
+            if gs.healthy_since is not None
+            else ""
+        )
         parts.append(
             f"{goal} is {gs.health.value} with {capacity.get(goal)} ready accelerators{healthy_for}"
         )
@@ -820,7 +835,8 @@ def _scale(
         if iced:
             reach = capacity[name] or 0
         else:
-            reach = placement.max_accelerators - _broken_nodes(ps) * placement.accelerators_per_node
+            broken = _broken_nodes(ps, now=now)
+            reach = placement.max_accelerators - broken * placement.accelerators_per_node
         alloc = min(max(remaining, 0), reach)
         remaining -= alloc
         carries = bool(s.weights and s.weights.get(name, 0) > 0) or bool(
@@ -863,15 +879,17 @@ def _scale(
         if throttled:
             continue  # the cloud asked us to slow down; the next decision retries
         actions.append(ScalePlacement(name, desired, reason, message))
+        if current_desired is None or desired > current_desired:
+            note_scale_up(ps, now=now)
         ps.desired = desired
         ps.requested_at = now
     return actions
 
 
-def _broken_nodes(ps: PlacementState) -> int:
+def _broken_nodes(ps: PlacementState, *, now: float) -> int:
     """Nodes that exist but are not ready while no scale-up is under way: lost capacity."""
     total, ready = ps.total_nodes or 0, ps.ready_nodes or 0
-    booting = ps.desired is not None and ps.desired > total
+    booting = (ps.desired is not None and ps.desired > total) or in_boot_grace(ps, now=now)
     return 0 if booting else max(0, total - ready)
 
 

@@ -16,6 +16,10 @@ from crossfade.engine.state import Health, PlacementState
 
 # Observations older than this many probe periods count as missing.
 STALE_AFTER_PERIODS = 3
+# Nodes the engine asked for may register NotReady and stay so while they boot (VM start,
+# kubelet join, GPU driver install); within this grace they do not count against
+# minReadyPercent. Ten minutes covers a cold GPU node on the clouds we support.
+NODE_BOOT_GRACE_S = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +88,37 @@ def observe_capacity(
     state.last_seen_at = max(at, state.last_seen_at or at)
 
 
+def in_boot_grace(state: PlacementState, *, now: float) -> bool:
+    """True while nodes the engine asked for may still be booting."""
+    return state.scale_up_at is not None and now - state.scale_up_at < NODE_BOOT_GRACE_S
+
+
+def note_scale_up(state: PlacementState, *, now: float) -> None:
+    """Remember that the engine asked for more nodes; an open grace keeps its baseline."""
+    if not in_boot_grace(state, now=now):
+        state.ready_before_scale_up = state.ready_nodes or 0
+    state.scale_up_at = now
+
+
 def _node_problem(
-    state: PlacementState, *, policy: PoolPolicy, carries_traffic: bool
+    state: PlacementState, *, policy: PoolPolicy, carries_traffic: bool, now: float
 ) -> str | None:
     total = state.total_nodes or 0
     ready = state.ready_nodes or 0
     if total <= 0:
         return None
-    if ready * 100 < policy.min_ready_percent * total:
-        return f"{ready}/{total} nodes ready, below minReadyPercent {policy.min_ready_percent}"
+    expected = total
+    booting = ""
+    if in_boot_grace(state, now=now):
+        # Judge readiness against the size that was ready before our own scale-up; the
+        # requested nodes count only once NODE_BOOT_GRACE_S has passed.
+        expected = min(total, state.ready_before_scale_up or 0)
+        booting = f" (of {expected} ready before the scale-up; {total - ready} booting)"
+    if ready * 100 < policy.min_ready_percent * expected:
+        return (
+            f"{ready}/{total} nodes ready{booting}, "
+            f"below minReadyPercent {policy.min_ready_percent}"
+        )
     accelerators = state.ready_accelerators or 0
     if carries_traffic and accelerators < policy.min_allocatable_accelerators:
         return (
@@ -142,8 +168,12 @@ def observe_health(
 ) -> list[HealthChange]:
     """Feed new probe results and the latest node reading through the hysteresis rules."""
     changes: list[HealthChange] = []
+    if state.desired is not None and (state.ready_nodes or 0) >= state.desired:
+        state.scale_up_at = None  # everything asked for is Ready: the boot grace is over
     cold = state.total_nodes == 0 or (state.total_nodes is None and state.ready_accelerators == 0)
-    problem = _node_problem(state, policy=policy, carries_traffic=carries_traffic)
+    # Nodes we asked for have joined but none is Ready yet: as cold as no nodes for probes.
+    booting = not state.ready_accelerators and in_boot_grace(state, now=now)
+    problem = _node_problem(state, policy=policy, carries_traffic=carries_traffic, now=now)
     for probe in probes:
         if state.last_probe_at is not None and probe.at <= state.last_probe_at:
             continue
@@ -155,9 +185,9 @@ def observe_health(
             warming = state.ready_since is not None and (
                 probe.at < state.ready_since + policy.initial_delay_s
             )
-            if cold or warming:
-                # A placement with no nodes, or nodes still inside initialDelaySeconds,
-                # cannot answer yet; that is not evidence of failure.
+            if cold or booting or warming:
+                # A placement with no nodes, only booting nodes, or nodes still inside
+                # initialDelaySeconds cannot answer yet; that is not evidence of failure.
                 state.consecutive_failures = 0
                 state.consecutive_successes = 0
                 continue

@@ -1,8 +1,9 @@
 """Discrete-event simulator: replays a scripted outage timeline through the same ``decide``.
 
 Pure: the scenario is a mapping (the CLI loads YAML), time is simulated, nothing sleeps.
-Clouds are modelled with boot delays, stock limits (insufficient capacity) and throttling;
-the observer can be switched off to exercise fail-static.
+Clouds are modelled with boot delays (optionally with nodes that join NotReady
+``registerSeconds`` after the request, as real node groups do), stock limits (insufficient
+capacity) and throttling; the observer can be switched off to exercise fail-static.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class CloudModel:
     """How one placement's cloud behaves."""
 
     boot_s: int = DEFAULT_BOOT_S
+    register_s: int | None = None  # node objects appear NotReady this long after the request
     initial_nodes: int | None = None  # None = the placement's min (standby: warm floor)
 
 
@@ -101,8 +103,15 @@ def scenario_from_mapping(data: Mapping[str, Any]) -> Scenario:
     for name, raw in (data.get("clouds") or {}).items():
         if name not in names:
             raise ScenarioError(f"clouds names unknown placement {name!r}")
+        boot_s = int(raw.get("bootSeconds", DEFAULT_BOOT_S))
+        register_s = int(raw["registerSeconds"]) if "registerSeconds" in raw else None
+        if register_s is not None and not 0 <= register_s <= boot_s:
+            raise ScenarioError(
+                f"clouds.{name}.registerSeconds must be between 0 and bootSeconds ({boot_s})"
+            )
         clouds[name] = CloudModel(
-            boot_s=int(raw.get("bootSeconds", DEFAULT_BOOT_S)),
+            boot_s=boot_s,
+            register_s=register_s,
             initial_nodes=(int(raw["initialNodes"]) if "initialNodes" in raw else None),
         )
     duration_s = int(data.get("durationSeconds", DEFAULT_DURATION_S))
@@ -150,6 +159,7 @@ class _Cloud:
     boot_s: int
     ready_at: list[float]
     desired: int
+    register_s: int | None = None
     endpoint_down: bool = False
     not_ready_fraction: float = 0.0
     stock_limit: int | None = None
@@ -188,6 +198,13 @@ class _Cloud:
 
     def booted(self, now: float) -> int:
         return sum(1 for t in self.ready_at if t <= now)
+
+    def registered(self, now: float) -> int:
+        """Node objects in the cluster: booted ones, plus booting ones already joined."""
+        if self.register_s is None:
+            return self.booted(now)
+        lead_s = self.boot_s - self.register_s
+        return sum(1 for t in self.ready_at if t - lead_s <= now)
 
     def ready(self, now: float) -> int:
         booted = self.booted(now)
@@ -297,6 +314,7 @@ def simulate(scenario: Scenario, *, initial_state: PoolState | None = None) -> S
         clouds[placement.name] = _Cloud(
             placement=placement,
             boot_s=model.boot_s,
+            register_s=model.register_s,
             ready_at=[-math.inf] * start,
             desired=start,
         )
@@ -371,6 +389,7 @@ def _observe(
     for placement in policy.placements:
         cloud = clouds[placement.name]
         booted = cloud.booted(now)
+        registered = cloud.registered(now)
         ready = cloud.ready(now)
         failing = cloud.endpoint_down or ready == 0
         probes.append(
@@ -387,9 +406,9 @@ def _observe(
                 placement=placement.name,
                 at=now,
                 ready_nodes=ready,
-                total_nodes=booted,
+                total_nodes=registered,
                 allocatable_accelerators=ready * placement.accelerators_per_node,
-                not_ready=booted - ready,
+                not_ready=registered - ready,
             )
         )
         providers.append(

@@ -42,6 +42,8 @@ class PlacementState:
     ready_since: float | None = None
     desired: int | None = None
     requested_at: float | None = None
+    scale_up_at: float | None = None  # when the engine last asked for more nodes
+    ready_before_scale_up: int | None = None  # ready nodes when that boot grace began
     provider_error: str | None = None
     provider_error_at: float | None = None
     last_provider_at: float | None = None
