@@ -342,7 +342,11 @@ class Failover(ApiModel):
         default=4,
         ge=1,
         le=MAX_FAILOVERS_PER_HOUR,
-        description="Flap guard: more automatic failovers than this within an hour are held.",
+        description=(
+            "Flap guard: traffic transitions (failovers plus failbacks) allowed per hour. "
+            "Failover away from an unhealthy placement is never held; a failback is held "
+            "while it and the failover that may follow would exceed this count."
+        ),
     )
     insufficient_capacity_backoff_seconds: int = Field(
         default=300,
