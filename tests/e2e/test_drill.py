@@ -37,6 +37,19 @@ async def drill(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def gke_ready_nodes(world: World) -> int:
+    for item in (world.pool().get("status") or {}).get("placements") or ():
+        if item.get("name") == "gke":
+            return int(item.get("readyNodes") or 0)
+    return 0
+
+
+async def warm(world: World) -> None:
+    """Steady, and the warm standby's node is ready (a drill refuses a cold target)."""
+    await steady(world)
+    await eventually(lambda: gke_ready_nodes(world) >= 1, timeout_s=30, what="gke standby warm")
+
+
 def manual_annotations(world: World) -> dict[str, str]:
     annotations = world.pool()["metadata"].get("annotations") or {}
     return {k: v for k, v in annotations.items() if k in MANUAL_KEYS}
@@ -45,7 +58,7 @@ def manual_annotations(world: World) -> dict[str, str]:
 async def test_drill_dry_run_then_full_drill_is_recorded_and_reversed(world: World) -> None:
     op = world.operator()
     await op.wait_ready()
-    await steady(world)
+    await warm(world)
 
     dry = await drill(world, "--to", "gke", "--dry-run")
     assert dry.returncode == 0, dry.stdout + dry.stderr
@@ -81,7 +94,7 @@ async def test_drill_refuses_an_unhealthy_target_and_aborts_when_it_degrades(
 ) -> None:
     op = world.operator()
     await op.wait_ready()
-    await steady(world)
+    await warm(world)
 
     long_drill = asyncio.create_task(
         drill(world, "--to", "gke", "--duration", "10m", "--timeout", "60", "--error-budget", "2")
