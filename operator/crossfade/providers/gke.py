@@ -156,6 +156,15 @@ class GKENodePoolProvider:
     def name(self) -> str:
         return f"gke/{self.ref.project}/{self.ref.cluster}/{self.ref.node_pool}"
 
+    def adopt_observed_size(self, total: int) -> None:
+        """Take the pool's current size from its Nodes until this process requests one.
+
+        GKE's API does not report a fixed-size pool's current size, so a restarted operator
+        would otherwise compare with ``initialNodeCount`` and resend a setSize already done.
+        """
+        if self._requested_total is None and total >= 0:
+            self._requested_total = total
+
     async def aclose(self) -> None:
         """Close the client's HTTP session."""
         await asyncio.to_thread(self._client.transport.close)
@@ -258,7 +267,8 @@ class GKENodePoolProvider:
             previous = pool.autoscaling.min_node_count * zones
             max_per_zone = pool.autoscaling.max_node_count
         else:
-            previous = self._requested_total or pool.initial_node_count * zones
+            requested = self._requested_total
+            previous = pool.initial_node_count * zones if requested is None else requested
             max_per_zone = self._max_nodes // zones
         if per_zone > max_per_zone:
             raise InvalidRequest(
