@@ -16,10 +16,11 @@ from crossfade.engine import (
     PlacementState,
     ProbeOutcome,
     ProbeResult,
+    TrafficObservation,
     decide,
 )
 from crossfade.engine.health import NODE_BOOT_GRACE_S, note_scale_up, observe_health
-from crossfade.engine.plan import RecordTransition, ScalePlacement
+from crossfade.engine.plan import RecordTransition, ScalePlacement, SetWeights
 from crossfade.engine.simulate import (
     CloudModel,
     FaultEvent,
@@ -215,3 +216,22 @@ def test_the_shipped_scenario_reproduces_the_demo_finding() -> None:
     assert booting
     # ... and the standby stays Healthy throughout.
     assert all(row.health["gke-standby"] == "Healthy" for row in result.rows if row.t >= 130)
+
+
+def test_a_new_pool_whose_probes_answer_before_its_nodes_are_read_is_not_fail_static() -> None:
+    # The demo's first decision: probes answered, no node reading yet.
+    policy = two_placements()
+    probes = (
+        ProbeResult("a", T0, ProbeOutcome.HEALTHY),
+        ProbeResult("b", T0, ProbeOutcome.HEALTHY),
+    )
+    traffic = TrafficObservation(T0, {"a": 100, "b": 0}, True)
+    first = decide(policy, None, Observations(probes, traffic=traffic), T0)
+    assert not first.state.fail_static
+    assert [a for a in first.plan if getattr(a, "reason", "") == "FailStatic"] == []
+    assert of_type(first.plan, SetWeights) == []
+    # Once nodes were read and none of them is Ready, that is fail-static as before.
+    nodes = (NodeObservation("a", T0 + 10, 0, 4, 0), NodeObservation("b", T0 + 10, 0, 1, 0))
+    later = decide(policy, first.state, Observations(nodes=nodes, traffic=traffic), T0 + 10)
+    assert later.state.fail_static
+    assert later.state.fail_static_reason == "NoReadyCapacity"

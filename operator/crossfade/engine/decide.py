@@ -312,6 +312,7 @@ def decide(
     # 3. Fail-static: observations missing, or everything unhealthy at once.
     fail_static_reason: str | None = None
     fail_static_message = ""
+    awaiting_capacity = False  # first decisions of a pool: no node reading yet, hold quietly
     warm = [
         n for n in fresh_names if (s.placements[n].total_nodes or 0) > 0 or (capacity[n] or 0) > 0
     ]
@@ -328,6 +329,10 @@ def decide(
         fail_static_message = "every placement with nodes looks unhealthy at once: " + "; ".join(
             f"{n}: {s.placements[n].message}" for n in warm
         )
+    elif not usable and all(s.placements[n].capacity_at is None for n in names):
+        # A new pool (or a restarted observer) whose probes answered before any node reading
+        # arrived: nothing was measured, so nothing looks broken; keep weights, raise nothing.
+        awaiting_capacity = True
     elif not usable:
         fail_static_reason = "NoReadyCapacity"
         fail_static_message = "no placement has ready, healthy capacity: " + "; ".join(
@@ -350,7 +355,7 @@ def decide(
     # 4. Target weights.
     target: Weights | None = None
     intended: str | None = None
-    if fail_static_reason is None:
+    if fail_static_reason is None and not awaiting_capacity:
         target, intended = _target_weights(
             policy, s=s, usable=usable, capacity=capacity, current=current, rank=rank
         )
@@ -369,6 +374,8 @@ def decide(
             weight_message = f"no safe target; holding {_fmt_weights(new_weights)}"
         # With no weights known and no evidence, write nothing: whatever the traffic layer
         # holds (perhaps a failover made before a restart) is safer than a guess.
+    elif awaiting_capacity:
+        pass  # hold whatever the traffic layer has until the first node reading
     else:
         if s.fail_static:
             actions.append(
