@@ -145,3 +145,32 @@ async def test_probe_headers_secret_is_read_from_the_pool_namespace(
             await session.close()
     finally:
         await api.close()
+
+
+async def test_first_scale_tells_the_provider_the_size_its_nodes_show() -> None:
+    from crossfade.engine.observations import NodeObservation
+    from crossfade.handlers.wiring import NodeSizedProvider
+
+    adopted: list[int] = []
+    group = FakeNodeGroup("gke", desired=0)
+    answers: list[NodeObservation | None] = [
+        None,  # the Node cache has not synced yet on the first look
+        NodeObservation(
+            placement="gke", at=0.0, ready_nodes=1, total_nodes=2, allocatable_accelerators=1
+        ),
+    ]
+
+    async def observe() -> NodeObservation | None:
+        return answers.pop(0) if answers else None
+
+    def adopt(total: int) -> None:
+        adopted.append(total)
+        group.desired = total
+
+    provider = NodeSizedProvider(group, observe=observe, adopt=adopt, sync_wait_s=5.0)
+    result = await provider.scale(desired=2, token="t")
+    assert adopted == [2]
+    assert not result.changed and group.changes == [], "no resize the pool already has"
+    await provider.scale(desired=3, token="u")
+    assert adopted == [2], "adopted once per process"
+    assert group.changes == [3]

@@ -7,6 +7,7 @@ reported, it just cannot be scaled (the Event says why).
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import time
@@ -27,7 +28,7 @@ from crossfade.probes.inference import InferenceProbeConfig, probe_inference
 from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
 from crossfade.probes.nodes import NodeCache
 from crossfade.probes.secret_headers import SecretHeaders, load_secret_headers
-from crossfade.providers.base import CapacityProvider
+from crossfade.providers.base import CapacityProvider, NodeGroupState, ScaleResult
 from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, api_client_from_secret
 from crossfade.routers.base import RouterError
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 REGISTRY_MODULE = "crossfade.providers.registry"
 REGISTRY_BUILDERS = ("build_provider", "create_provider", "provider_for")
+# How long a first scale waits for the Node cache to tell a provider its pool's size.
+NODE_SYNC_WAIT_S = 5.0
+NODE_SYNC_POLL_S = 0.1
 # Per provider type: its member field, the field naming its region/location, and the field
 # naming its cluster ("kubeconfigSecretRef": the cluster reached through that Secret).
 PROVIDER_SCOPE_FIELDS = {
@@ -137,6 +141,50 @@ class NodeObserver:
         if self._cache is not None:
             self._cache = None
             await self._clients.node_caches.release(cluster=self._cluster_key, labels=self._labels)
+
+
+class NodeSizedProvider:
+    """Before its first scale, tells a provider that cannot see its pool's size what its
+    Nodes say (GKE fixed-size pools), so a restarted operator does not resend a resize."""
+
+    def __init__(
+        self,
+        inner: CapacityProvider,
+        *,
+        observe: Callable[[], Awaitable[NodeObservation | None]],
+        adopt: Callable[[int], None],
+        sync_wait_s: float = NODE_SYNC_WAIT_S,
+    ) -> None:
+        self.inner = inner
+        self._observe = observe
+        self._adopt = adopt
+        self._sync_wait_s = sync_wait_s
+        self._adopted = False
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    async def describe(self) -> NodeGroupState:
+        return await self.inner.describe()
+
+    async def scale(self, *, desired: int, token: str) -> ScaleResult:
+        if not self._adopted:
+            await self._learn_size()
+        return await self.inner.scale(desired=desired, token=token)
+
+    async def _learn_size(self) -> None:
+        deadline = time.monotonic() + self._sync_wait_s
+        while True:
+            observation = await self._observe()
+            if observation is not None:
+                self._adopt(observation.total_nodes)
+                self._adopted = True
+                return
+            if time.monotonic() >= deadline:
+                log.warning("%s: Nodes not synced; scaling without its current size", self.name)
+                return
+            await asyncio.sleep(NODE_SYNC_POLL_S)
 
 
 def registry_provider_factory(context: Any = None) -> ProviderFactory | None:
@@ -242,6 +290,7 @@ async def build_runtime(
     problems: list[WiringError] = []
     observers: list[PlacementObservers] = []
     providers: dict[str, CapacityProvider] = {}
+    raw_providers: dict[str, CapacityProvider] = {}
     closers: list[Callable[[], Awaitable[None]]] = []
     headers: SecretHeaders | None = None
     try:
@@ -276,6 +325,7 @@ async def build_runtime(
                         metrics=clients.provider_metrics,
                     )
                 providers[pname] = provider
+                raw_providers[pname] = built
                 breaker = clients.breakers.for_provider(breaker_key(placement))
                 cloud = _cloud_fn(
                     CloudProbe(
@@ -287,6 +337,11 @@ async def build_runtime(
             node_observer = NodeObserver(placement=placement, namespace=namespace, clients=clients)
             nodes = node_observer.observe
             closers.append(node_observer.close)
+            adopt = getattr(raw_providers.get(pname), "adopt_observed_size", None)
+            if callable(adopt) and pname in providers:
+                providers[pname] = NodeSizedProvider(
+                    providers[pname], observe=node_observer.observe, adopt=adopt
+                )
         observers.append(PlacementObservers(placement=pname, probe=probe, nodes=nodes, cloud=cloud))
     try:
         routers = build_routers(
