@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import boto3
@@ -167,3 +167,34 @@ async def world(
                 print("--- events ---\n" + "\n".join(map(str, w.events())))
             for index, op in enumerate(w.operators):
                 print(f"\n--- operator {index} log tail ---\n{op.log_tail(60)}")
+
+
+def results_rows(
+    measured: dict[str, dict[str, float]], previous: list[dict[str, object]]
+) -> list[dict[str, object]]:
+    """Return one row per (scenario, figure): this run's figures replace earlier ones."""
+    kept = [row for row in previous if row.get("scenario") not in measured]
+    fresh = [
+        {"scenario": scenario, "figure": figure, "value": value}
+        for scenario, figures in measured.items()
+        for figure, value in figures.items()
+    ]
+    return sorted(kept + fresh, key=lambda row: (str(row["scenario"]), str(row["figure"])))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def e2e_figures() -> Iterator[dict[str, dict[str, float]]]:
+    """After the session, write the scenarios' figures to bench/results/e2e.{json,md}."""
+    from bench.common import RESULTS_DIR, write_results
+
+    from .test_failover import RESULTS
+
+    yield RESULTS
+    if not RESULTS:
+        return
+    previous: list[dict[str, object]] = []
+    stored = RESULTS_DIR / "e2e.json"
+    if stored.exists():
+        with contextlib.suppress(ValueError, KeyError):
+            previous = list(json.loads(stored.read_text())["rows"])
+    write_results("e2e", rows=results_rows(RESULTS, previous))

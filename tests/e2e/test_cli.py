@@ -55,3 +55,17 @@ def test_simulate_and_demo_delegate_lazily(monkeypatch: pytest.MonkeyPatch) -> N
         ("crossfade.simulation_report", ["--scenario", "x.yaml"]),
         ("crossfade.demo", []),
     ]
+
+
+def test_e2e_figures_replace_only_the_scenarios_measured_again() -> None:
+    from .conftest import results_rows
+
+    previous: list[dict[str, object]] = [
+        {"scenario": "scenario1", "figure": "detection_to_shift_s", "value": 9.0},
+        {"scenario": "scenario4", "figure": "takeover_s", "value": 3.0},
+    ]
+    rows = results_rows({"scenario1": {"detection_to_shift_s": 4.5}}, previous)
+    assert rows == [
+        {"scenario": "scenario1", "figure": "detection_to_shift_s", "value": 4.5},
+        {"scenario": "scenario4", "figure": "takeover_s", "value": 3.0},
+    ]

@@ -13,7 +13,7 @@ from crossfade.handlers import manual
 from crossfade.testing.controlplane import REPO_ROOT
 from crossfade.testing.inference_server import Behaviour
 
-from .test_failover import weights_are
+from .test_failover import report, weights_are
 from .test_resilience import steady
 from .world import POOL_NAME, World, eventually
 
@@ -69,6 +69,8 @@ async def test_drill_dry_run_then_full_drill_is_recorded_and_reversed(world: Wor
     done = await drill(world, "--to", "gke", "--duration", "4s", "--timeout", "60")
     assert done.returncode == 0, done.stdout + done.stderr + op.log_tail()
     assert "all traffic on gke" in done.stdout
+    shift_s = float(done.stdout.split("all traffic on gke after ")[1].split(" s")[0])
+    report("drill", {"drill_shift_s": shift_s})
     history = world.pool()["status"].get("history") or []
     drills = [h for h in history if h.get("reason") == "Drill"]
     assert len(drills) == 1 and drills[0]["to"] == "gke", history
