@@ -152,3 +152,17 @@ def test_drill_options_are_parsed() -> None:
         ["drill", "chat", "--to", "gke", "--duration", "2m", "--dry-run"]
     )
     assert (args.to, args.duration, args.dry_run) == ("gke", 120.0, True)
+
+
+def test_interrupted_drill_still_resumes() -> None:
+    world = PoolWithOperator()
+
+    def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    runner = DrillRunner(
+        read_pool=world.read, annotate=world.annotate, clock=lambda: 0.0, sleep=interrupted
+    )
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(DrillRequest(target="gke", duration_s=60))
+    assert manual.RESUME in world.patches[-1]
