@@ -8,15 +8,17 @@ import json
 import time
 
 import pytest
+from kubernetes import client
 
 from crossfade.testing.inference_server import Behaviour
 from crossfade.testing.traffic import HTTPRouteWeights, TrafficGenerator, summarize
 
-from .world import SERVICES, World, eventually
+from .world import GROUP, PLURAL, POOL_NAME, SERVICES, VERSION, World, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DETECT_TIMEOUT_S = 60.0
+BOTH_FAIL_TOLERATION_S = 3
 RESULTS: dict[str, dict[str, float]] = {}
 
 
@@ -120,10 +122,29 @@ async def test_scenario1_aws_fails_standby_scaled_traffic_shifted_then_fails_bac
 async def test_scenario5_both_fail_fail_static(world: World) -> None:
     op = world.operator()
     await op.wait_ready()
+    # Both placements must be known Healthy first: a standby still Unknown when the primary
+    # fails is a legitimate failover target, not a "both failed" case.
     await eventually(
-        lambda: weights_are(world, {"aws": 100, "gke": 0}),
+        lambda: all_healthy(world) and weights_are(world, {"aws": 100, "gke": 0}),
         timeout_s=DETECT_TIMEOUT_S,
-        what="steady state",
+        what="steady state, both placements healthy",
+    )
+    # Probes run on their own jittered periods, so two endpoints failing at the same instant
+    # cross failureThreshold up to a period apart; a toleration longer than that lets the
+    # operator see both failing before it acts (with 0 it rightly fails over at once).
+    with world.cluster.api_client() as api:
+        client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            world.namespace,
+            PLURAL,
+            POOL_NAME,
+            {"spec": {"failover": {"tolerationSeconds": BOTH_FAIL_TOLERATION_S}}},
+        )
+    await eventually(
+        lambda: world.pool()["status"].get("observedGeneration") == 2,
+        timeout_s=DETECT_TIMEOUT_S,
+        what="the operator serving the new spec",
     )
     generator, stop, task = await start_traffic(world)
     outage_at = time.time()
