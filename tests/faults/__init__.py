@@ -1,0 +1,1 @@
+"""Fault-injection tests: crashes and hostile conditions during a failover."""
