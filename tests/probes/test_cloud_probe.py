@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
+
+import pytest
 
 from crossfade.engine.observations import ProviderErrorKind
 from crossfade.probes.breaker import BreakerState, CircuitBreaker
@@ -165,3 +168,17 @@ async def test_cancelled_trial_releases_the_half_open_slot() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert breaker.allow()  # the slot came back
+
+
+async def test_errors_are_observed_with_info_logging_enabled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The operator logs at INFO; a log call that clashes with LogRecord's own attributes
+    # raises there (and only there), which would drop the observation.
+    clock = FakeClock()
+    probe, _ = probe_with(ScriptedProvider([ProviderUnavailable("boom", code="HTTP503")]), clock)
+    with caplog.at_level(logging.INFO, logger="crossfade.probes.cloud"):
+        observed = await probe.observe()
+    assert observed.error is ProviderErrorKind.UNAVAILABLE
+    record = next(r for r in caplog.records if r.getMessage() == "cloud probe error")
+    assert record.__dict__["detail"] == "HTTP503: boom"

@@ -91,7 +91,7 @@ class CloudProbe:
     def _error(self, at: float, kind: ProviderErrorKind, message: str) -> ProviderObservation:
         log.info(
             "cloud probe error",
-            extra={"placement": self.placement, "error": kind.value, "message": message},
+            extra={"placement": self.placement, "error": kind.value, "detail": message},
         )
         return ProviderObservation(
             placement=self.placement, at=at, error=kind, message=message[:MESSAGE_MAX_CHARS]
