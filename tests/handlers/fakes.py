@@ -21,6 +21,7 @@ class FakeNodeGroup:
     min_size: int = 0
     max_size: int = 4
     next_scale_error: ProviderError | None = None
+    describe_error: ProviderError | None = None  # raised by every describe while set
     scale_calls: list[tuple[int, str]] = field(default_factory=list)
     tokens_applied: set[str] = field(default_factory=set)
     changes: list[int] = field(default_factory=list)  # sizes actually applied, in order
@@ -30,6 +31,8 @@ class FakeNodeGroup:
         return f"fake/{self.label}"
 
     async def describe(self) -> NodeGroupState:
+        if self.describe_error is not None:
+            raise self.describe_error
         return NodeGroupState(
             desired=self.desired,
             min_size=self.min_size,

@@ -14,7 +14,7 @@ from crossfade.handlers.reconcile import (
     durable_state,
     reconcile_once,
 )
-from crossfade.providers.errors import InsufficientCapacity
+from crossfade.providers.errors import InsufficientCapacity, Throttled
 from crossfade.routers.noop import NoopRouter
 
 from .fakes import (
@@ -199,6 +199,31 @@ async def test_insufficient_capacity_is_reported_as_warning() -> None:
     h.aws.healthy = False
     await h.run(10)
     assert any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events), h.events
+
+
+async def test_throttled_scale_up_is_asked_again_while_the_cloud_cannot_be_read() -> None:
+    h = Harness()
+    await h.run(5)
+    # A cloud API storm: the scale call and every describe answer 429.
+    h.gke_group.next_scale_error = Throttled("Rate exceeded", code="429")
+    h.gke_group.describe_error = Throttled("Rate exceeded", code="429")
+    h.aws.healthy = False
+    before = len(h.gke_group.scale_calls)
+    for _ in range(30):
+        await h.step()
+        if len(h.gke_group.scale_calls) >= before + 2:
+            break
+    storm_calls = h.gke_group.scale_calls[before:]
+    assert len(storm_calls) >= 2, h.gke_group.scale_calls
+    refused, retried = storm_calls[:2]
+    assert retried[0] >= refused[0] > h.gke_group.changes[0], storm_calls
+    assert h.gke_group.desired == retried[0]  # the second request reached the cloud
+    h.gke_group.describe_error = None
+    for _ in range(30):
+        await h.step()
+        if h.weights.get("gke") == 100:
+            break
+    assert h.weights == {"aws": 0, "gke": 100}
 
 
 async def test_intent_is_persisted_before_the_scale_call() -> None:

@@ -204,6 +204,23 @@ def drill_transition(
     )
 
 
+def forget_failed_scale_requests(state: PoolState, report: ExecutionReport) -> None:
+    """Un-record scale requests the cloud refused for now (throttled, unavailable).
+
+    The engine notes a placement's new size when it plans the scale. When the call fails
+    with a retryable error, keeping that note would make the next pass believe the size
+    was already asked for and never ask again; forgetting it lets the next observation of
+    the cloud (or, without one, the next decision) ask again.
+    """
+    for failure in report.failures:
+        action = failure.action
+        if not (isinstance(action, ScalePlacement) and failure.retryable):
+            continue
+        placement = state.placements.get(action.placement)
+        if placement is not None and placement.desired == action.desired:
+            placement.desired = None
+
+
 async def reconcile_once(
     *,
     body: Mapping[str, Any],
@@ -278,6 +295,7 @@ async def reconcile_once(
         metrics=metrics,
     )
     events.extend(report.events)
+    forget_failed_scale_requests(decision.state, report)
     if report.weights_written is not None:
         decision.state.weights = dict(report.weights_written)
     elif current_weights is not None and any(isinstance(a, SetWeights) for a in decision.plan):
