@@ -15,7 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from crossfade.testing.controlplane import REPO_ROOT, ControlPlane, TestCluster, upstream_crds
+from crossfade.testing.controlplane import (
+    REPO_ROOT,
+    ControlPlane,
+    TestCluster,
+    cache_dir,
+    upstream_crds,
+)
 
 OUR_CRDS_DIR = REPO_ROOT / "crds"
 SANDBOX_DIR = REPO_ROOT / "demo-out" / "sandbox"
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else (None if sys.stdin.isatty() else 5.0)
     with running_sandbox() as sandbox:
-        kubectl = REPO_ROOT / ".cache" / "bin" / "kubectl"
+        kubectl = cache_dir() / "bin" / "kubectl"
         print("crossfade sandbox is up:")
         for name, cluster in sandbox.clusters.items():
             print(

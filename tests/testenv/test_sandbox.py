@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from crossfade.testing.controlplane import REPO_ROOT
+from crossfade.testing.controlplane import REPO_ROOT, cache_dir
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +22,7 @@ def port_open(port: int) -> bool:
 
 
 def test_demo_sandbox_serves_the_crd_and_cleans_up() -> None:
-    kubectl = REPO_ROOT / ".cache" / "bin" / "kubectl"
+    kubectl = cache_dir() / "bin" / "kubectl"
     script = (
         "import subprocess, sys\n"
         "import crossfade.sandbox as s\n"
