@@ -22,7 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import boto3
 import botocore.config
@@ -49,9 +49,9 @@ from crossfade.providers.errors import (
 from crossfade.providers.ratelimit import DEFAULT_MAX_WAIT_S, RateLimiters
 
 if TYPE_CHECKING:
-    from mypy_boto3_autoscaling.client import AutoScalingClient
+    from mypy_boto3_autoscaling.client import AutoScalingClient  # noqa: F401 (class bases)
     from mypy_boto3_autoscaling.type_defs import ActivityTypeDef
-    from mypy_boto3_eks.client import EKSClient
+    from mypy_boto3_eks.client import EKSClient  # noqa: F401 (class bases)
     from mypy_boto3_eks.type_defs import (
         CreateNodegroupRequestTypeDef,
         ListNodegroupsResponseTypeDef,
@@ -315,13 +315,18 @@ def make_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-class EksApi:
-    """The EKS calls crossfade uses, typed; one instance per region."""
+ClientT = TypeVar("ClientT")
+
+
+class _ServiceApi(Generic[ClientT]):
+    """One boto3 client of one AWS service, with rate limits, retries and typed errors."""
+
+    SERVICE: ClassVar[str]  # the boto3 service name, also the rate-limiter's API name
 
     def __init__(
         self,
         *,
-        client: EKSClient,
+        client: ClientT,
         limiters: RateLimiters,
         retry: RetryPolicy | None = None,
         observer: CallObserver | None = None,
@@ -329,7 +334,7 @@ class EksApi:
     ) -> None:
         self._client = client
         self.caller = AwsCaller(
-            api=EKS_API, limiters=limiters, retry=retry, observer=observer, sleep=sleep
+            api=self.SERVICE, limiters=limiters, retry=retry, observer=observer, sleep=sleep
         )
 
     @classmethod
@@ -342,15 +347,21 @@ class EksApi:
         session: boto3.session.Session | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
         **options: Any,
-    ) -> EksApi:
+    ) -> Self:
         """Build the client from the default credential chain (``endpoint_url`` for tests)."""
-        client = (session or make_session()).client(
-            "eks",
+        client = (session or make_session()).client(  # type: ignore[call-overload]
+            cls.SERVICE,
             region_name=region,
             endpoint_url=endpoint_url,
             config=client_config(read_timeout_s=read_timeout_s),
         )
         return cls(client=client, limiters=limiters, **options)
+
+
+class EksApi(_ServiceApi["EKSClient"]):
+    """The EKS calls crossfade uses, typed; one instance per region."""
+
+    SERVICE = EKS_API
 
     async def describe_nodegroup(self, *, cluster: str, nodegroup: str) -> NodegroupTypeDef:
         response = await self.caller.call(
@@ -418,42 +429,10 @@ class EksApi:
         return self._client.list_nodegroups(clusterName=cluster)
 
 
-class AutoScalingApi:
+class AutoScalingApi(_ServiceApi["AutoScalingClient"]):
     """The Auto Scaling calls crossfade uses, typed; one instance per region."""
 
-    def __init__(
-        self,
-        *,
-        client: AutoScalingClient,
-        limiters: RateLimiters,
-        retry: RetryPolicy | None = None,
-        observer: CallObserver | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._client = client
-        self.caller = AwsCaller(
-            api=AUTOSCALING_API, limiters=limiters, retry=retry, observer=observer, sleep=sleep
-        )
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        region: str,
-        limiters: RateLimiters,
-        endpoint_url: str | None = None,
-        session: boto3.session.Session | None = None,
-        read_timeout_s: float = READ_TIMEOUT_S,
-        **options: Any,
-    ) -> AutoScalingApi:
-        """Build the client from the default credential chain (``endpoint_url`` for tests)."""
-        client = (session or make_session()).client(
-            "autoscaling",
-            region_name=region,
-            endpoint_url=endpoint_url,
-            config=client_config(read_timeout_s=read_timeout_s),
-        )
-        return cls(client=client, limiters=limiters, **options)
+    SERVICE = AUTOSCALING_API
 
     async def recent_scaling_activities(self, *, group: str) -> list[ActivityTypeDef]:
         """Return the newest scaling activities of one Auto Scaling group, newest first."""
