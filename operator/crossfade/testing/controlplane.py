@@ -3,6 +3,10 @@
 The binaries come from pinned Go modules (hack/testenv.sh builds them into .cache/bin). One
 etcd process serves several apiservers, each under its own ``--etcd-prefix``, so every
 apiserver is an independent cluster (its own namespaces, CRDs, RBAC) at the cost of one etcd.
+
+Fault tests stop and start an apiserver on the same port with the same PKI (clients keep
+their kubeconfig), restart etcd on its data directory, or freeze etcd with SIGSTOP so the
+apiservers in front of it answer with errors and timeouts until it is resumed.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,8 +212,9 @@ class ManagedProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        log = self.log_path.open("wb")
+    def start(self, *, append_log: bool = False) -> None:
+        """Start the process; ``append_log`` keeps the log of an earlier run (restarts)."""
+        log = self.log_path.open("ab" if append_log else "wb")
         self.process = subprocess.Popen(
             self.argv,
             stdout=log,
@@ -233,6 +238,19 @@ class ManagedProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=STOP_GRACE_S)
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): its sockets stay open, nothing answers."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo ``pause`` (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: signal.Signals) -> None:
+        if self.process is None or self.process.poll() is not None:
+            raise ControlPlaneError(f"{self.name} is not running")
+        os.killpg(self.process.pid, signum)
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -279,8 +297,12 @@ class Etcd:
         return f"http://127.0.0.1:{self.client_port}"
 
     def start(self) -> None:
+        """Start etcd, or start it again on the same ports and data after ``stop``."""
+        if self.process is not None and self.process.alive():
+            return
         data_dir = self.workdir / "etcd-data"
         data_dir.mkdir(parents=True, exist_ok=True)
+        restart = self.process is not None
         self.process = ManagedProcess(
             name="etcd",
             argv=[
@@ -298,7 +320,7 @@ class Etcd:
             ],
             log_path=self.workdir / "etcd.log",
         )
-        self.process.start()
+        self.process.start(append_log=restart)
         _wait_until(
             self._healthy, timeout_s=STARTUP_TIMEOUT_S, what="starting etcd", process=self.process
         )
@@ -313,6 +335,22 @@ class Etcd:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+    def restart(self) -> None:
+        """Stop etcd and start it again on the same ports and data directory."""
+        self.stop()
+        self.start()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze etcd (SIGSTOP) for the ``with`` block, then resume it, whatever happens."""
+        if self.process is None:
+            raise ControlPlaneError("etcd was never started")
+        self.process.pause()
+        try:
+            yield
+        finally:
+            self.process.resume()
 
 
 @dataclass
@@ -338,8 +376,18 @@ class TestCluster:
         return self.workdir / "kubeconfig.yaml"
 
     def start(self) -> None:
+        """Start the apiserver, or start it again after ``stop``.
+
+        A restart keeps the port and the PKI, so kubeconfigs handed out before (to an
+        operator, in Secrets) keep working.
+        """
+        if self.process is not None and self.process.alive():
+            return
         self.workdir.mkdir(parents=True, exist_ok=True)
-        creds = self.credentials = make_credentials(self.workdir / "pki")
+        restart = self.credentials is not None
+        if self.credentials is None:
+            self.credentials = make_credentials(self.workdir / "pki")
+        creds = self.credentials
         self.process = ManagedProcess(
             name=f"kube-apiserver[{self.name}]",
             argv=[
@@ -369,7 +417,7 @@ class TestCluster:
             ],
             log_path=self.workdir / "kube-apiserver.log",
         )
-        self.process.start()
+        self.process.start(append_log=restart)
         _wait_until(
             self._ready,
             timeout_s=STARTUP_TIMEOUT_S,
@@ -516,6 +564,11 @@ class TestCluster:
         if self.process is not None:
             self.process.stop()
 
+    def restart(self) -> None:
+        """Stop the apiserver (SIGTERM, as a rolling upgrade would) and start it again."""
+        self.stop()
+        self.start()
+
     def peak_rss_kib(self) -> int | None:
         return self.process.peak_rss_kib() if self.process else None
 
@@ -539,8 +592,11 @@ class ControlPlane:
         return plane
 
     def start_cluster(self, name: str) -> TestCluster:
+        """Start a new apiserver, or start a stopped one again (same port and PKI)."""
         if name in self.clusters:
-            return self.clusters[name]
+            existing = self.clusters[name]
+            existing.start()
+            return existing
         assert self.etcd is not None
         cluster = TestCluster(
             name=name,
@@ -551,6 +607,10 @@ class ControlPlane:
         self.clusters[name] = cluster
         cluster.start()
         return cluster
+
+    def stop_cluster(self, name: str) -> None:
+        """Stop one apiserver; ``start_cluster(name)`` brings it back on the same port."""
+        self.clusters[name].stop()
 
     def processes(self) -> list[ManagedProcess]:
         procs = [c.process for c in self.clusters.values() if c.process]
