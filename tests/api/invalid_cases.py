@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tests.api.edits import DELETE, edit
-from tests.api.samples import ROUTE53, base_pool
+from tests.api.samples import CAPI_TEMPLATED_PLACEMENT, ROUTE53, base_pool
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class InvalidCase:
 P0 = "spec.placements[0]"
 P1 = "spec.placements[1]"
 WITH_ROUTE53 = (("spec.traffic.route53", ROUTE53),)
+WITH_CAPI_TEMPLATE = ((P1, CAPI_TEMPLATED_PLACEMENT),)
+CAPI1 = f"{P1}.provider.clusterAPI"
 GKE_MEMBER = {"project": "my-project", "location": "europe-west4", "cluster": "c", "nodePool": "n"}
 NINE_PLACEMENTS = [
     {
@@ -259,6 +261,48 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         ((f"{P1}.provider.gkeNodePool.project", "My_Project"),),
         f"{P1}.provider.gkeNodePool.project",
         "should match",
+    ),
+    InvalidCase(
+        "capi-template-without-bootstrap-config",
+        ((f"{CAPI1}.bootstrapConfigRef", DELETE),),
+        CAPI1,
+        "needs provider.clusterAPI.clusterName, bootstrapConfigRef and infrastructureTemplates",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
+        "capi-template-without-cluster-name",
+        ((f"{CAPI1}.clusterName", DELETE),),
+        CAPI1,
+        "needs provider.clusterAPI.clusterName",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
+        "capi-template-without-infrastructure-templates",
+        ((f"{CAPI1}.infrastructureTemplates", DELETE),),
+        CAPI1,
+        "infrastructureTemplates to build its MachineDeployments",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
+        "capi-infrastructure-templates-count-mismatch",
+        ((f"{P1}.template.instanceTypes", ["p5.48xlarge"]),),
+        f"{CAPI1}.infrastructureTemplates",
+        "one entry per template.instanceTypes entry",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
+        "capi-infrastructure-template-kind-invalid",
+        ((f"{CAPI1}.infrastructureTemplates[0].kind", "AWS Machine Template"),),
+        f"{CAPI1}.infrastructureTemplates[0].kind",
+        "should match",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
+        "capi-version-without-v",
+        ((f"{CAPI1}.version", "1.33.1"),),
+        f"{CAPI1}.version",
+        "should match",
+        base_edits=WITH_CAPI_TEMPLATE,
     ),
     InvalidCase(
         "probe-path-without-slash",

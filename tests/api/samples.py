@@ -83,6 +83,44 @@ ROUTE53: dict[str, Any] = {
 }
 
 
+CAPI_TEMPLATED_PLACEMENT: dict[str, Any] = {
+    "name": "capi",
+    "priority": 50,
+    "role": "Standby",
+    "provider": {
+        "type": "ClusterAPI",
+        "clusterAPI": {
+            "kubeconfigSecretRef": {"name": "fleet-kubeconfig"},
+            "namespace": "fleet",
+            "machineDeployment": "gpu",
+            "clusterName": "fleet",
+            "version": "v1.33.1",
+            "bootstrapConfigRef": {
+                "apiGroup": "bootstrap.cluster.x-k8s.io",
+                "kind": "KubeadmConfigTemplate",
+                "name": "gpu-workers",
+            },
+            "infrastructureTemplates": [
+                {
+                    "apiGroup": "infrastructure.cluster.x-k8s.io",
+                    "kind": "AWSMachineTemplate",
+                    "name": "gpu-p5",
+                },
+                {
+                    "apiGroup": "infrastructure.cluster.x-k8s.io",
+                    "kind": "AWSMachineTemplate",
+                    "name": "gpu-p4d",
+                },
+            ],
+        },
+    },
+    "nodes": {"min": 0, "max": 4},
+    "backendRef": {"name": "svc-capi", "port": 8000},
+    "template": {"instanceTypes": ["p5.48xlarge", "p4d.24xlarge"]},
+    "lifecycle": "OnDemand",
+}
+
+
 def base_pool(name: str = "pool") -> dict[str, Any]:
     """A fresh deep copy of the valid two-placement pool."""
     body = copy.deepcopy(BASE_POOL)

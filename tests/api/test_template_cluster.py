@@ -8,7 +8,7 @@ import pytest
 
 from crossfade.api import InvalidPoolError, Lifecycle, parse_pool
 from tests.api.kube import PoolClient
-from tests.api.samples import base_pool
+from tests.api.samples import CAPI_TEMPLATED_PLACEMENT, base_pool
 
 pytestmark = pytest.mark.cluster
 
@@ -41,6 +41,40 @@ def test_on_demand_standby_with_template_is_accepted_with_agreeing_defaults(
     served = reply.body["spec"]["placements"]
     assert served[0]["lifecycle"] == "AlwaysPresent"
     assert served[1]["template"]["taints"][0]["effect"] == "NoSchedule"
+
+
+def test_templated_cluster_api_placement_is_accepted_with_agreeing_defaults(
+    pools: PoolClient,
+) -> None:
+    body = base_pool("capi-templated")
+    body["spec"]["placements"][1] = CAPI_TEMPLATED_PLACEMENT
+    reply = pools.dry_run_create(body)
+    assert reply.ok, reply.message
+    parsed = parse_pool(body)
+    member = parsed.spec.placements[1].provider.cluster_api
+    assert member is not None and member.cluster_name == "fleet"
+    assert [ref.name for ref in member.infrastructure_templates] == ["gpu-p5", "gpu-p4d"]
+    assert reply.body["spec"] == parsed.to_wire()["spec"]
+
+
+def test_cluster_api_placement_without_template_needs_no_creation_fields(
+    pools: PoolClient,
+) -> None:
+    body = base_pool("capi-plain")
+    placement = body["spec"]["placements"][1]
+    placement["provider"] = {
+        "type": "ClusterAPI",
+        "clusterAPI": {
+            "kubeconfigSecretRef": {"name": "fleet-kubeconfig"},
+            "namespace": "fleet",
+            "machineDeployment": "gpu",
+        },
+    }
+    reply = pools.dry_run_create(body)
+    assert reply.ok, reply.message
+    served = reply.body["spec"]["placements"][1]["provider"]["clusterAPI"]
+    assert served["infrastructureTemplates"] == []
+    assert reply.body["spec"] == parse_pool(body).to_wire()["spec"]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from crossfade.api.constants import (
     URL_MAX_CHARS,
 )
 from crossfade.api.fields import BackendKind, DnsLabel, DnsSubdomain, ProviderType, Role
-from crossfade.api.template import Lifecycle, PlacementTemplate
+from crossfade.api.template import MAX_INSTANCE_TYPES, Lifecycle, PlacementTemplate
 
 MAX_NODES = 1000
 MAX_PRIORITY = 1000
@@ -37,6 +37,11 @@ RESOURCE_NAME_PATTERN = (
 )
 URL_PATTERN = r"^https?://[^\s/?#]+([/?#][^\s]*)?$"
 GROUP_PATTERN = r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# Cluster API v1beta2 contract-versioned references (ContractVersionedObjectReference).
+CAPI_API_GROUP_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CAPI_KIND_PATTERN = r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$"
+KUBERNETES_VERSION_PATTERN = r"^v[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.+-]+)?$"
+KUBERNETES_VERSION_MAX_CHARS = 64
 
 
 class SecretKeyRef(ApiModel):
@@ -92,15 +97,65 @@ class GKENodePool(ApiModel):
     node_pool: DnsLabel = Field(description="Name of the node pool whose size crossfade sets.")
 
 
+class ContractRef(ApiModel):
+    """A Cluster API template reference (v1beta2: group and kind, the version from its CRD)."""
+
+    api_group: str = Field(
+        min_length=1,
+        max_length=DNS_SUBDOMAIN_MAX_CHARS,
+        pattern=CAPI_API_GROUP_PATTERN,
+        description="API group, e.g. `infrastructure.cluster.x-k8s.io`.",
+    )
+    kind: str = Field(
+        min_length=1,
+        max_length=DNS_LABEL_MAX_CHARS,
+        pattern=CAPI_KIND_PATTERN,
+        description="Kind, e.g. `AWSMachineTemplate` or `KubeadmConfigTemplate`.",
+    )
+    name: DnsSubdomain = Field(description="Name, in the MachineDeployment's namespace.")
+
+
 class ClusterAPIMachineDeployment(ApiModel):
-    """A Cluster API MachineDeployment in a (possibly remote) management cluster."""
+    """A Cluster API MachineDeployment in a (possibly remote) management cluster.
+
+    `clusterName`, `version`, `bootstrapConfigRef` and `infrastructureTemplates` are only
+    read when the placement has a `template`: they say how crossfade builds the
+    MachineDeployments it creates.
+    """
 
     kubeconfig_secret_ref: SecretKeyRef = Field(
         description="Secret with a kubeconfig for the cluster holding the MachineDeployment."
     )
     namespace: DnsLabel = Field(description="Namespace of the MachineDeployment.")
     machine_deployment: DnsSubdomain = Field(
-        description="Name of the MachineDeployment whose replicas crossfade sets."
+        description="Name of the MachineDeployment whose replicas crossfade sets (with a "
+        "template: the MachineDeployments crossfade creates are named `cf-...` instead)."
+    )
+    cluster_name: DnsLabel | None = Field(
+        default=None,
+        description="Cluster API Cluster the created MachineDeployments join "
+        "(`spec.clusterName`); needed with a template.",
+    )
+    version: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=KUBERNETES_VERSION_MAX_CHARS,
+        pattern=KUBERNETES_VERSION_PATTERN,
+        description="Kubernetes version of the created Machines, e.g. `v1.33.1`; "
+        "absent = left to the bootstrap provider.",
+    )
+    bootstrap_config_ref: ContractRef | None = Field(
+        default=None,
+        description="Bootstrap config template of the created Machines (e.g. a "
+        "KubeadmConfigTemplate); needed with a template.",
+    )
+    infrastructure_templates: list[ContractRef] = Field(
+        default_factory=list,
+        max_length=MAX_INSTANCE_TYPES,
+        json_schema_extra={"default": []},
+        description="Infrastructure machine templates (e.g. AWSMachineTemplate), one per "
+        "`template.instanceTypes` entry and in the same order: entry i holds instance type i. "
+        "On insufficient capacity crossfade moves to the next one.",
     )
 
 
@@ -273,6 +328,32 @@ class Endpoint(ApiModel):
     )
 
 
+def _templated_capi(placement: Any) -> ClusterAPIMachineDeployment | None:
+    """Return the ClusterAPI member of a placement that has a template, else None."""
+    if placement.template is None or placement.provider.type != ProviderType.CLUSTER_API:
+        return None
+    member: ClusterAPIMachineDeployment | None = placement.provider.cluster_api
+    return member
+
+
+def _capi_template_incomplete(placement: Any) -> bool:
+    member = _templated_capi(placement)
+    return member is not None and (
+        member.cluster_name is None
+        or member.bootstrap_config_ref is None
+        or not member.infrastructure_templates
+    )
+
+
+def _capi_template_count_differs(placement: Any) -> bool:
+    member = _templated_capi(placement)
+    return (
+        member is not None
+        and bool(member.infrastructure_templates)
+        and len(member.infrastructure_templates) != len(placement.template.instance_types)
+    )
+
+
 class Placement(ApiModel):
     """One place the model may run, with its priority and role."""
 
@@ -284,6 +365,29 @@ class Placement(ApiModel):
             check=lambda p: p.lifecycle != Lifecycle.ON_DEMAND or p.template is not None,
             field_path=".template",
             reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!has(self.template) || self.provider.type != 'ClusterAPI' "
+            "|| !has(self.provider.clusterAPI) || (has(self.provider.clusterAPI.clusterName) "
+            "&& has(self.provider.clusterAPI.bootstrapConfigRef) "
+            "&& size(self.provider.clusterAPI.infrastructureTemplates) > 0)",
+            message="a ClusterAPI placement with a template needs provider.clusterAPI."
+            "clusterName, bootstrapConfigRef and infrastructureTemplates to build its "
+            "MachineDeployments: add them, or remove the template",
+            check=lambda p: not _capi_template_incomplete(p),
+            field_path=".provider.clusterAPI",
+            reason="FieldValueRequired",
+        ),
+        CelRule(
+            rule="!has(self.template) || self.provider.type != 'ClusterAPI' "
+            "|| !has(self.provider.clusterAPI) "
+            "|| size(self.provider.clusterAPI.infrastructureTemplates) == 0 "
+            "|| size(self.provider.clusterAPI.infrastructureTemplates) "
+            "== size(self.template.instanceTypes)",
+            message="provider.clusterAPI.infrastructureTemplates needs one entry per "
+            "template.instanceTypes entry, in the same order: add or remove entries",
+            check=lambda p: not _capi_template_count_differs(p),
+            field_path=".provider.clusterAPI.infrastructureTemplates",
         ),
         CelRule(
             rule="self.lifecycle != 'OnDemand' || self.role != 'Primary'",
