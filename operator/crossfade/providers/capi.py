@@ -275,26 +275,39 @@ class ClusterAPIProvider:
         )
 
 
+def kubeconfig_client(
+    placement: Mapping[str, Any], context: ProviderContext
+) -> SecretKubeconfigClient:
+    """Return the client source of a ``ClusterAPI`` placement's kubeconfig Secret (lazy)."""
+    member = placement_member(placement, PLACEMENT_MEMBER)
+    secret = member.get("kubeconfigSecretRef") or {}
+    if not secret.get("name"):
+        raise InvalidRequest(
+            f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks "
+            "kubeconfigSecretRef.name"
+        )
+    return SecretKubeconfigClient(
+        management=context.management_client(),
+        namespace=context.namespace,
+        name=str(secret["name"]),
+        key=str(secret.get("key") or KUBECONFIG_SECRET_KEY),
+    )
+
+
 def build(placement: Mapping[str, Any], context: ProviderContext) -> ClusterAPIProvider:
     """Registry factory: the provider of one ``ClusterAPI`` placement (wire form).
 
     The kubeconfig Secret is read from the pool's namespace on first use.
     """
     member = placement_member(placement, PLACEMENT_MEMBER)
-    secret = member.get("kubeconfigSecretRef") or {}
     try:
         ref = MachineDeploymentRef(
             namespace=str(member["namespace"]), name=str(member["machineDeployment"])
         )
-        secret_name = str(secret["name"])
     except KeyError as missing:
         raise InvalidRequest(
             f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}"
         ) from None
-    api = SecretKubeconfigClient(
-        management=context.management_client(),
-        namespace=context.namespace,
-        name=secret_name,
-        key=str(secret.get("key") or KUBECONFIG_SECRET_KEY),
+    return ClusterAPIProvider(
+        ref=ref, api=kubeconfig_client(placement, context), clock=context.clock
     )
-    return ClusterAPIProvider(ref=ref, api=api, clock=context.clock)
