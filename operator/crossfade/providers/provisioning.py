@@ -191,6 +191,8 @@ class Provisioner(Protocol):
 
 
 _CAPACITY_TYPES = {"OnDemand": "ON_DEMAND", "Spot": "SPOT", "CapacityBlock": "CAPACITY_BLOCK"}
+# Cluster API machines get their cloud identity from the infrastructure template, not nodeRole.
+IDENTITY_FROM_TEMPLATE_PROVIDERS = frozenset({"ClusterAPI"})
 
 
 def template_from_placement(placement: Mapping[str, Any]) -> NodeGroupTemplate:
@@ -199,7 +201,8 @@ def template_from_placement(placement: Mapping[str, Any]) -> NodeGroupTemplate:
     wire = placement.get("template")
     if not isinstance(wire, Mapping):
         raise InvalidRequest(f"placement {name!r} has no template", code="NoTemplate")
-    if not wire.get("nodeRole"):
+    provider_type = (placement.get("provider") or {}).get("type")
+    if not wire.get("nodeRole") and provider_type not in IDENTITY_FROM_TEMPLATE_PROVIDERS:
         raise InvalidRequest(
             f"placement {name!r}: template.nodeRole is needed to create a node group",
             code="NoNodeRole",
@@ -208,7 +211,7 @@ def template_from_placement(placement: Mapping[str, Any]) -> NodeGroupTemplate:
     return NodeGroupTemplate(
         instance_types=tuple(wire.get("instanceTypes", ())),
         subnets=tuple(wire.get("subnets", ())),
-        node_role=str(wire["nodeRole"]),
+        node_role=str(wire.get("nodeRole") or ""),
         min_size=int(nodes.get("min", 0)),
         max_size=int(nodes.get("max", 1)),
         capacity_type=_CAPACITY_TYPES.get(str(wire.get("capacityType", "OnDemand")), "ON_DEMAND"),
