@@ -5,9 +5,14 @@ It does what the real controllers visibly do to the objects crossfade reads: cre
 deletes the newest extra ones, walks each Machine from ``Provisioning`` to ``Running`` after
 ``provision_delay_s`` (on an injected clock), and writes the MachineDeployment's status
 (``replicas``, ``readyReplicas``, ``availableReplicas``, ``selector``, ``phase``, conditions)
-through the status subresource. Knobs reproduce the failures infrastructure providers report:
-``insufficient_capacity`` (new Machines fail with CAPA's InsufficientInstanceCapacity) and
-``stuck_provisioning`` (new Machines never leave ``Provisioning``).
+through the status subresource. ``reconcile_all`` does this for every MachineDeployment in the
+namespace (those crossfade creates have names the test only learns afterwards) and, standing
+in for the garbage collector the test apiserver lacks, deletes Machines whose MachineDeployment
+is gone. Knobs reproduce the failures infrastructure providers report:
+``insufficient_capacity`` (new Machines fail with CAPA's InsufficientInstanceCapacity),
+``insufficient_capacity_templates`` (the same, only for Machines whose ``infrastructureRef``
+names one of these infrastructure templates: one instance type is out of capacity, the next
+is not) and ``stuck_provisioning`` (new Machines never leave ``Provisioning``).
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class CapiTestController:
     clock: Callable[[], float] = time.monotonic
     provision_delay_s: float = 0.0
     insufficient_capacity: bool = False
+    insufficient_capacity_templates: set[str] = field(default_factory=set)
     stuck_provisioning: bool = False
     _born_at: dict[str, float] = field(default_factory=dict)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -149,7 +155,8 @@ class CapiTestController:
             "phase": "Provisioning",
             "conditions": [_condition("InfrastructureReady", False, "Provisioning")],
         }
-        if self.insufficient_capacity:
+        infrastructure = str(template["spec"].get("infrastructureRef", {}).get("name", ""))
+        if self.insufficient_capacity or infrastructure in self.insufficient_capacity_templates:
             status = {
                 "phase": "Failed",
                 "conditions": [
@@ -247,3 +254,26 @@ class CapiTestController:
                 ],
             },
         )
+
+    async def reconcile_all(self) -> list[str]:
+        """Reconcile every MachineDeployment in the namespace; return their names.
+
+        Machines whose MachineDeployment no longer exists are deleted first, as the garbage
+        collector does through their controller ownerReference in a real cluster.
+        """
+        listed = await self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "machinedeployments"
+        )
+        names = sorted(item["metadata"]["name"] for item in listed["items"])
+        machines = await self._custom.list_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, "machines"
+        )
+        for machine in machines["items"]:
+            owner = machine["metadata"].get("labels", {}).get(DEPLOYMENT_NAME_LABEL)
+            if owner is not None and owner not in names:
+                await self._custom.delete_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, "machines", machine["metadata"]["name"]
+                )
+        for name in names:
+            await self.reconcile(name)
+        return names
