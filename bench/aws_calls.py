@@ -6,6 +6,10 @@ fault proxy in front of a moto server, so the figures include retries.
 
 Goals (issue 6): steady state <= 2 describe calls per placement per minute with
 periodSeconds 10 and zero writes; a failover <= 3 write calls in total.
+
+A second table scales the measured per-pool rates to FLEET_POOLS pools in one account and
+sets them beside AWS's published request limits (LIMITS, with the page each comes from) and
+beside crossfade's own client-side token buckets (``crossfade.providers.ratelimit``).
 """
 
 from __future__ import annotations
@@ -25,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 import boto3
 from moto.server import ThreadedMotoServer
 
-from bench.common import spread, write_results
+from bench.common import markdown_table, spread, write_results
 from crossfade.providers.aws_api import AutoScalingApi, EksApi
 from crossfade.providers.aws_eks import EksNodeGroupProvider, EksNodeGroupRef
 from crossfade.providers.base import idempotency_token
-from crossfade.providers.ratelimit import RateLimiters
+from crossfade.providers.ratelimit import DEFAULT_BUCKETS, RateLimiters
 from crossfade.routers.route53 import build_route53_router, make_route53_client
 from crossfade.testing import moto_state
 from crossfade.testing.aws_faults import FaultProxy
@@ -43,6 +47,35 @@ WRITE_OPERATIONS = frozenset({"UpdateNodegroupConfig", "ChangeResourceRecordSets
 DESCRIBE_OPERATIONS = frozenset(
     {"DescribeNodegroup", "DescribeUpdate", "DescribeScalingActivities"}
 )
+ROUTE53_READS = frozenset({"ListResourceRecordSets", "GetChange"})
+FLEET_POOLS = 1000
+ROUTE53_LEGACY_URL = "https://repost.aws/knowledge-center/route-53-avoid-throttling-errors"
+ROUTE53_CURRENT_URL = (
+    "https://docs.aws.amazon.com/Route53/latest/DeveloperGuide/throttling-api-requests.html"
+)
+AUTOSCALING_URL = "https://repost.aws/knowledge-center/autoscaling-api-calls-throttled"
+EKS_QUOTAS_URL = (
+    "https://docs.aws.amazon.com/eks/latest/best-practices/known_limits_and_service_quotas.html"
+)
+# Published limits, per account (and Region where the API is regional), in requests/s.
+# None: AWS throttles the API per account and Region but publishes no number.
+LIMITS: dict[str, tuple[float | None, str]] = {
+    "route53": (
+        5.0,
+        f"5 req/s per account, hard limit ({ROUTE53_LEGACY_URL}); the updated throttling page "
+        f"gives an account bucket of 50 refilled at 10/s ({ROUTE53_CURRENT_URL})",
+    ),
+    "eks": (
+        None,
+        "per account and Region, no number published for DescribeNodegroup / "
+        f"UpdateNodegroupConfig ({EKS_QUOTAS_URL} lists no API rate quota)",
+    ),
+    "autoscaling": (
+        None,
+        "one shared bucket for all EC2 Auto Scaling calls per account and Region, "
+        f"no number published ({AUTOSCALING_URL})",
+    ),
+}
 
 
 class FakeClock:
@@ -224,12 +257,68 @@ async def run() -> dict[str, Any]:
     }
 
 
+def budget_rows(steady: Counter[str], failover: Counter[str]) -> list[dict[str, Any]]:
+    """Per pool per minute at steady state, scaled to FLEET_POOLS pools, beside the limits."""
+    per_pool = {
+        "eks": sum(
+            v
+            for k, v in steady.items()
+            if k in DESCRIBE_OPERATIONS and k != "DescribeScalingActivities"
+        )
+        / STEADY_MINUTES,
+        "autoscaling": steady.get("DescribeScalingActivities", 0) / STEADY_MINUTES,
+        "route53": sum(v for k, v in steady.items() if k in ROUTE53_READS) / STEADY_MINUTES,
+    }
+    rows = []
+    for api, calls_per_pool_min in per_pool.items():
+        fleet_per_s = calls_per_pool_min * FLEET_POOLS / 60
+        limit, source = LIMITS[api]
+        bucket = DEFAULT_BUCKETS[api]
+        rows.append(
+            {
+                "API": api,
+                "calls/pool/min (steady, measured)": round(calls_per_pool_min, 2),
+                f"req/s at {FLEET_POOLS} pools": round(fleet_per_s, 1),
+                "AWS published limit (req/s)": "not published" if limit is None else limit,
+                "share of limit": "" if limit is None else f"{100 * fleet_per_s / limit:.0f}%",
+                "crossfade client bucket (req/s)": bucket.rate_per_s,
+                "source": source,
+            }
+        )
+    writes = sum(v for k, v in failover.items() if k in WRITE_OPERATIONS)
+    rows.append(
+        {
+            "API": "writes per failover (UpdateNodegroupConfig + ChangeResourceRecordSets)",
+            "calls/pool/min (steady, measured)": 0,
+            f"req/s at {FLEET_POOLS} pools": f"{writes} per failing-over pool",
+            "AWS published limit (req/s)": "see rows above",
+            "share of limit": "",
+            "crossfade client bucket (req/s)": "",
+            "source": "measured in the failover phase",
+        }
+    )
+    return rows
+
+
 def main() -> int:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
     result = asyncio.run(run())
-    md = write_results("aws_calls", rows=result["rows"], extra=result["extra"])
+    budget = budget_rows(
+        Counter(result["extra"]["steady_calls"]), Counter(result["extra"]["failover_calls"])
+    )
+    notes = (
+        f"## Budget at {FLEET_POOLS} pools (one pool = the two EKS placements and one Route53 "
+        "record set above; steady state, periodSeconds 10)\n\n"
+        + markdown_table(budget)
+        + "\n\nA steady rate above crossfade's client bucket is not sent: the call reports "
+        "Throttled (ClientRateLimited) and that placement's cloud observation is skipped for "
+        "the pass."
+    )
+    md = write_results(
+        "aws_calls", rows=result["rows"], extra={**result["extra"], "budget": budget}, notes=notes
+    )
     print(md.read_text())
     print({k: v for k, v in result["extra"].items() if k != "describe_latency_ms_over_http"})
     steady, failover = result["rows"]

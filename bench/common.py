@@ -47,9 +47,17 @@ def spread(values: Sequence[float]) -> dict[str, float]:
 
 
 def write_results(
-    name: str, *, rows: Sequence[Mapping[str, Any]], extra: Mapping[str, Any] | None = None
+    name: str,
+    *,
+    rows: Sequence[Mapping[str, Any]],
+    extra: Mapping[str, Any] | None = None,
+    notes: str | None = None,
 ) -> Path:
-    """Write bench/results/NAME.json and NAME.md (a table of ``rows``); return the md path."""
+    """Write bench/results/NAME.json and NAME.md (a table of ``rows``, then ``notes``).
+
+    ``notes`` is markdown appended below the table (more tables, sources, caveats).
+    Returns the md path.
+    """
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": name, "machine": machine(), "rows": list(rows), **(extra or {})}
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
@@ -66,9 +74,21 @@ def write_results(
         lines.append("|" + "---|" * len(columns))
         for row in rows:
             lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    if notes:
+        lines += ["", notes.strip()]
     md = RESULTS_DIR / f"{name}.md"
     md.write_text("\n".join(lines) + "\n")
     return md
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Render ``rows`` (same keys each) as a markdown table."""
+    if not rows:
+        return ""
+    columns = list(rows[0].keys())
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _fmt(value: Any) -> str:
