@@ -16,10 +16,13 @@ import pytest
 import yaml
 from kubernetes import client as sync_client
 
+from crossfade.providers import capi_provisioner
 from crossfade.providers.errors import InvalidRequest, NotFound, PermissionDenied
+from crossfade.providers.provisioning import DeletionPolicyTag, template_from_placement
 from crossfade.providers.registry import ProviderContext, build_provider
 from crossfade.testing import capi_controller
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster
+from tests.providers import capi_provisioning_support
 from tests.providers.conformance import (
     capi_conformance_cluster,
     documented_rbac,
@@ -102,23 +105,56 @@ def build(built: list[Any], wire: dict[str, Any], context: ProviderContext) -> A
     return provider
 
 
-def grant_documented_role(cluster: TestCluster, *, namespace: str, account: str) -> None:
+SCALE_ROLE = "crossfade-capacity"
+PROVISIONING_ROLE = "crossfade-provisioning"
+
+
+def documented_roles() -> dict[str, dict[str, Any]]:
     roles = documented_rbac(CAPI_DOC)
-    assert [role["kind"] for role in roles] == ["Role"]
-    role = roles[0]
+    assert [role["kind"] for role in roles] == ["Role", "Role"]
+    return {role["metadata"]["name"]: role for role in roles}
+
+
+def grant_documented_role(
+    cluster: TestCluster, *, namespace: str, account: str, name: str = SCALE_ROLE
+) -> None:
+    role = documented_roles()[name]
     role["metadata"]["namespace"] = namespace
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": "crossfade-capacity", "namespace": namespace},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "Role",
-            "name": "crossfade-capacity",
-        },
+        "metadata": {"name": f"{name}-{account}", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
     cluster.apply_manifest([role, binding])
+
+
+def may(cluster: TestCluster, *, namespace: str, account: str, verb: str) -> bool:
+    """Ask the apiserver's authorizer whether the account may ``verb`` MachineDeployments."""
+    review = sync_client.V1SubjectAccessReview(
+        spec=sync_client.V1SubjectAccessReviewSpec(
+            user=f"system:serviceaccount:{namespace}:{account}",
+            resource_attributes=sync_client.V1ResourceAttributes(
+                group=capi_controller.GROUP,
+                resource="machinedeployments",
+                verb=verb,
+                namespace=namespace,
+            ),
+        )
+    )
+    with cluster.api_client() as api:
+        answer = sync_client.AuthorizationV1Api(api).create_subject_access_review(review)
+    return bool(answer.status.allowed)
+
+
+def templated_placement(secret: str, *, namespace: str) -> dict[str, Any]:
+    wire = placement(secret, namespace=namespace)
+    wire["provider"]["clusterAPI"] = capi_provisioning_support.member(namespace)
+    wire["provider"]["clusterAPI"]["kubeconfigSecretRef"] = {"name": secret, "key": "value"}
+    wire["template"] = {"instanceTypes": ["p5.48xlarge", "p4d.24xlarge"]}
+    wire["lifecycle"] = "OnDemand"
+    return wire
 
 
 async def test_documented_role_is_enough_to_describe_and_scale(
@@ -200,16 +236,83 @@ async def test_broken_secret_is_an_invalid_request_that_never_shows_its_content(
     assert f"Secret {namespace}/broken key 'value'" in str(invalid.value)
 
 
-def test_docs_name_the_role_the_tests_apply() -> None:
+async def test_documented_roles_are_enough_to_create_adopt_list_and_delete(
+    management_cluster: TestCluster,
+    capi_conformance_cluster: TestCluster,
+    namespace: str,
+    fleet: str,
+    context: ProviderContext,
+    built: list[Any],
+) -> None:
+    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
+    for role in (SCALE_ROLE, PROVISIONING_ROLE):
+        grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf", name=role)
+    store_secret(
+        management_cluster,
+        namespace,
+        "fleet-kubeconfig",
+        {"value": yaml.safe_dump(kubeconfig).encode()},
+    )
+    wire = templated_placement("fleet-kubeconfig", namespace=fleet)
+    provisioner = capi_provisioner.build(wire, context)
+    built.append(provisioner)
+    owner = capi_provisioning_support.new_owner()
+    template = template_from_placement(wire)
+    policy = DeletionPolicyTag.DELETE
+    created = await provisioner.ensure(owner=owner, template=template, deletion_policy=policy)
+    adopted = await provisioner.ensure(owner=owner, template=template, deletion_policy=policy)
+    assert created.created and adopted.adopted and adopted.name == created.name
+    assert [group.name for group in await provisioner.list_owned()] == [created.name]
+    scaled = build(built, {**placement("fleet-kubeconfig", namespace=fleet)}, context)
+    assert (await scaled.describe()).desired == 1  # the team's `gpu`, next to ours
+    assert await provisioner.delete_owned(name=created.name, owner=owner)
+    assert await provisioner.list_owned() == []
+
+
+async def test_scale_only_role_cannot_create(
+    management_cluster: TestCluster,
+    capi_conformance_cluster: TestCluster,
+    namespace: str,
+    fleet: str,
+    context: ProviderContext,
+    built: list[Any],
+) -> None:
+    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
+    grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf")
+    store_secret(
+        management_cluster,
+        namespace,
+        "fleet-kubeconfig",
+        {"value": yaml.safe_dump(kubeconfig).encode()},
+    )
+    for verb in ("create", "delete", "list"):
+        assert not may(capi_conformance_cluster, namespace=fleet, account="cf", verb=verb)
+    assert may(capi_conformance_cluster, namespace=fleet, account="cf", verb="get")
+    wire = templated_placement("fleet-kubeconfig", namespace=fleet)
+    provisioner = capi_provisioner.build(wire, context)
+    built.append(provisioner)
+    with pytest.raises(PermissionDenied) as denied:
+        await provisioner.ensure(
+            owner=capi_provisioning_support.new_owner(),
+            template=template_from_placement(wire),
+            deletion_policy=DeletionPolicyTag.RETAIN,
+        )
+    assert denied.value.code == "Forbidden"
+    stored = capi_provisioning_support.machine_deployments(capi_conformance_cluster, fleet)
+    assert list(stored) == ["gpu"]
+
+
+def test_docs_name_the_roles_the_tests_apply() -> None:
     assert Path(CAPI_DOC).is_file()
     verbs = {
-        resource: set(rule["verbs"])
-        for role in documented_rbac(CAPI_DOC)
+        (name, resource): set(rule["verbs"])
+        for name, role in documented_roles().items()
         for rule in role["rules"]
         for resource in rule["resources"]
     }
     assert verbs == {
-        "machinedeployments": {"get"},
-        "machinedeployments/scale": {"patch"},
-        "machines": {"list"},
+        (SCALE_ROLE, "machinedeployments"): {"get"},
+        (SCALE_ROLE, "machinedeployments/scale"): {"patch"},
+        (SCALE_ROLE, "machines"): {"list"},
+        (PROVISIONING_ROLE, "machinedeployments"): {"list", "create", "delete"},
     }
