@@ -95,6 +95,30 @@ def load_average() -> tuple[float, float, float]:
     return os.getloadavg()
 
 
+# The machine is shared: a fleet run stops before the operator starves everyone of memory.
+MIN_AVAILABLE_MIB = float(os.environ.get("BENCH_MIN_AVAILABLE_MIB", "3072"))
+
+
+def available_mib() -> float:
+    """MemAvailable of the machine, MiB."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+class MemoryGuardError(RuntimeError):
+    """The machine ran low on memory; the run was stopped on purpose."""
+
+
+def check_memory(context: str) -> None:
+    left = available_mib()
+    if left < MIN_AVAILABLE_MIB:
+        raise MemoryGuardError(
+            f"{context}: only {left:.0f} MiB available (< {MIN_AVAILABLE_MIB:.0f}); stopped"
+        )
+
+
 def process_sample(pid: int) -> dict[str, float]:
     """RSS / peak RSS (MiB), CPU seconds (user+system), open fds, sockets, threads of ``pid``."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -298,6 +322,7 @@ class Fleet:
                 return time.monotonic() - started
             if not self.operator.alive():
                 raise RuntimeError(f"operator died:\n{self.operator.log_tail()}")
+            check_memory(f"{done}/{self.pools} pools reconciled")
             await asyncio.sleep(2.0)
         raise RuntimeError(f"not every pool reconciled within {timeout_s:.0f} s")
 

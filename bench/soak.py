@@ -34,9 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from bench.common import write_results
 from bench.fleet import (
+    MIN_AVAILABLE_MIB,
     SERVER_GROUPS,
     Fleet,
     apiserver_writes,
+    available_mib,
     load_average,
     process_sample,
     running_fleet,
@@ -164,6 +166,9 @@ async def run(management: Any, clouds: Any) -> tuple[list[dict[str, Any]], list[
                 )
                 if not entry["operator_alive"]:
                     print(fleet.operator.log_tail())
+                    break
+                if available_mib() < MIN_AVAILABLE_MIB:
+                    print(f"stopping early: {available_mib():.0f} MiB available", flush=True)
                     break
                 await asyncio.sleep(SAMPLE_S)
         finally:
