@@ -107,15 +107,29 @@ def available_mib() -> float:
     raise RuntimeError("no MemAvailable in /proc/meminfo")
 
 
+# ... and before the operator alone takes more than this.
+MAX_OPERATOR_RSS_MIB = float(os.environ.get("BENCH_MAX_OPERATOR_RSS_MIB", "6144"))
+
+
 class MemoryGuardError(RuntimeError):
-    """The machine ran low on memory; the run was stopped on purpose."""
+    """The machine ran low on memory or the operator grew too big; stopped on purpose."""
+
+    def __init__(self, message: str, *, reconciled: int, sample: dict[str, float]) -> None:
+        super().__init__(message)
+        self.reconciled = reconciled
+        self.sample = sample
 
 
-def check_memory(context: str) -> None:
+def check_memory(pid: int, *, reconciled: int, pools: int) -> None:
     left = available_mib()
-    if left < MIN_AVAILABLE_MIB:
+    sample = process_sample(pid)
+    if left < MIN_AVAILABLE_MIB or sample["rss_mib"] > MAX_OPERATOR_RSS_MIB:
         raise MemoryGuardError(
-            f"{context}: only {left:.0f} MiB available (< {MIN_AVAILABLE_MIB:.0f}); stopped"
+            f"stopped at {reconciled}/{pools} pools reconciled: operator RSS "
+            f"{sample['rss_mib']:.0f} MiB (cap {MAX_OPERATOR_RSS_MIB:.0f}), machine has "
+            f"{left:.0f} MiB available (floor {MIN_AVAILABLE_MIB:.0f})",
+            reconciled=reconciled,
+            sample=sample,
         )
 
 
@@ -156,7 +170,10 @@ def apiserver_writes(cluster: TestCluster) -> Counter[str]:
                 continue
             verb = sample.labels.get("verb", "")
             if verb in WRITE_VERBS:
-                counts[f"{verb} {sample.labels.get('resource', '')}"] += int(sample.value)
+                resource = sample.labels.get("resource", "")
+                subresource = sample.labels.get("subresource", "")
+                kind = f"{resource}/{subresource}" if subresource else resource
+                counts[f"{verb} {kind}"] += int(sample.value)
     return counts
 
 
@@ -322,7 +339,7 @@ class Fleet:
                 return time.monotonic() - started
             if not self.operator.alive():
                 raise RuntimeError(f"operator died:\n{self.operator.log_tail()}")
-            check_memory(f"{done}/{self.pools} pools reconciled")
+            check_memory(self.pid, reconciled=done, pools=self.pools)
             await asyncio.sleep(2.0)
         raise RuntimeError(f"not every pool reconciled within {timeout_s:.0f} s")
 

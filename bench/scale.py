@@ -39,7 +39,9 @@ from bench.common import spread, write_results
 from bench.fleet import (
     PROBE_PERIOD_S,
     Fleet,
+    MemoryGuardError,
     apiserver_writes,
+    check_memory,
     load_average,
     process_sample,
     running_fleet,
@@ -67,6 +69,7 @@ async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         await asyncio.sleep(SAMPLE_S)
+        check_memory(fleet.pid, reconciled=fleet.pools, pools=fleet.pools)
         samples.append(process_sample(fleet.pid))
         loads.append(load_average()[0])
     after_writes = await asyncio.to_thread(apiserver_writes, fleet.management)
@@ -94,6 +97,21 @@ async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
 
 
 async def one_run(*, management: Any, clouds: Any, pools: int, run: int) -> dict[str, Any]:
+    """Measure one setting; a run the memory guard stopped reports how far it got."""
+    try:
+        return await measured_run(management=management, clouds=clouds, pools=pools, run=run)
+    except MemoryGuardError as stopped:
+        print(f"  {pools} pools: {stopped}", flush=True)
+        return {
+            "pools": pools,
+            "stopped": str(stopped),
+            "reconciled_when_stopped": stopped.reconciled,
+            "rss_mib_when_stopped": stopped.sample["rss_mib"],
+            "peak_rss_mib": stopped.sample["peak_rss_mib"],
+        }
+
+
+async def measured_run(*, management: Any, clouds: Any, pools: int, run: int) -> dict[str, Any]:
     workdir = WORKDIR / f"pools-{pools}-run-{run}"
     build_started = time.monotonic()
     async with running_fleet(
@@ -125,8 +143,26 @@ async def one_run(*, management: Any, clouds: Any, pools: int, run: int) -> dict
         }
 
 
-def summarise(pools: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
     """One table row: median over runs (min-max when there are several)."""
+    runs = [r for r in all_runs if "stopped" not in r]
+    if not runs:
+        worst = max(all_runs, key=lambda r: r["rss_mib_when_stopped"])
+        stopped = (
+            f"stopped by the memory guard: {worst['rss_mib_when_stopped']:.0f} MiB RSS with "
+            f"{worst['reconciled_when_stopped']} pools reconciled"
+        )
+        return {
+            "pools": pools,
+            "runs": f"0 of {len(all_runs)} completed",
+            "reconcile after spec change p50 / p99 (s)": "",
+            "apiserver writes/min at steady state (goal 0)": "",
+            "RSS steady / peak (MiB, goal <= 256 at 1000)": stopped,
+            "CPU (% of one core)": "",
+            "first full reconcile (s)": "",
+            "fds / sockets / asyncio tasks": "",
+            "load avg 1 min (median)": "",
+        }
 
     def fig(key: str, digits: int = 1) -> str:
         values = [float(r[key]) for r in runs]
@@ -183,7 +219,7 @@ def main() -> int:
     )
     print(md.read_text())
     at_most = [r for r in raw.get("1000", []) if r["peak_rss_mib"] > RSS_GOAL_MIB]
-    writes = [r for runs in raw.values() for r in runs if r["writes_per_min"] > 0]
+    writes = [r for runs in raw.values() for r in runs if r.get("writes_per_min", 0) > 0]
     print("RSS goal missed" if at_most else "RSS goal met")
     print("steady-state writes goal missed" if writes else "steady-state writes goal met")
     return 0
