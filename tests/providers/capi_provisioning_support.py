@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -125,6 +126,12 @@ def machine_deployment_creates(cluster: TestCluster) -> float:
 
 
 ProvisionerFactory = Callable[[], Awaitable[ClusterApiProvisioner]]
+
+
+@pytest.fixture(autouse=True)
+def provisioner_info_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """Emit the provisioner's INFO records, so a log call that cannot format fails the test."""
+    caplog.set_level(logging.INFO, logger="crossfade.providers")
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import pytest
 
@@ -43,10 +44,17 @@ from tests.providers.capi_provisioning_support import (
     member,
     new_owner,
     new_provisioner,
+    provisioner_info_logs,
 )
 from tests.providers.conformance import capi_conformance_cluster
 
-__all__ = ["capi_conformance_cluster", "capi_prov_namespace", "controller", "new_provisioner"]
+__all__ = [
+    "capi_conformance_cluster",
+    "capi_prov_namespace",
+    "controller",
+    "new_provisioner",
+    "provisioner_info_logs",
+]
 
 RETAIN = DeletionPolicyTag.RETAIN
 
@@ -129,7 +137,9 @@ async def test_two_processes_racing_end_with_one_machine_deployment(
     capi_conformance_cluster: TestCluster,
     capi_prov_namespace: str,
     new_provisioner: ProvisionerFactory,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="crossfade.providers.capi_provisioner")
     owner = new_owner()
     one, other = await new_provisioner(), await new_provisioner()
     posts_before = machine_deployment_creates(capi_conformance_cluster)
@@ -144,6 +154,12 @@ async def test_two_processes_racing_end_with_one_machine_deployment(
     posts = machine_deployment_creates(capi_conformance_cluster) - posts_before
     assert posts == sum(r.create_calls for r in results)
     assert len(machine_deployments(capi_conformance_cluster, capi_prov_namespace)) == 1
+    logged = {record.getMessage() for record in caplog.records}
+    assert "capi machine deployment created" in logged
+    assert logged & {
+        "capi machine deployment adopted",
+        "capi machine deployment adopted after create",
+    }
 
 
 async def test_insufficient_capacity_falls_back_to_the_next_infrastructure_template(

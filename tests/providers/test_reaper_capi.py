@@ -18,11 +18,18 @@ from tests.providers.capi_provisioning_support import (
     machines,
     new_owner,
     new_provisioner,
+    provisioner_info_logs,
 )
 from tests.providers.conformance import capi_conformance_cluster
 from tests.providers.conftest import FakeClock
 
-__all__ = ["capi_conformance_cluster", "capi_prov_namespace", "controller", "new_provisioner"]
+__all__ = [
+    "capi_conformance_cluster",
+    "capi_prov_namespace",
+    "controller",
+    "new_provisioner",
+    "provisioner_info_logs",
+]
 
 GRACE_S = 600.0
 

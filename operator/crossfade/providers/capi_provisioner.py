@@ -306,7 +306,7 @@ class ClusterApiProvisioner:
                 skipped.append(instance_type)
                 await self.delete_owned(name=name, owner=owner)
                 continue
-            self._log("capi machine deployment adopted", name=name, instance_type=instance_type)
+            self._log("capi machine deployment adopted", name, instance_type=instance_type)
             return ProvisionResult(
                 name=name,
                 instance_type=instance_type,
@@ -364,7 +364,7 @@ class ClusterApiProvisioner:
             if found is None:
                 raise map_api_exception(error, what=f"create MachineDeployment {name}") from None
             self._check_owner(found, name=name, owner=owner)
-            self._log("capi machine deployment adopted after create", name=name)
+            self._log("capi machine deployment adopted after create", name)
             return ProvisionResult(
                 name=name,
                 instance_type=instance_type,
@@ -376,7 +376,7 @@ class ClusterApiProvisioner:
             )
         except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"create MachineDeployment {name}: {error!r}") from None
-        self._log("capi machine deployment created", name=name, instance_type=instance_type)
+        self._log("capi machine deployment created", name, instance_type=instance_type)
         return ProvisionResult(
             name=name,
             instance_type=instance_type,
@@ -438,7 +438,7 @@ class ClusterApiProvisioner:
                 raise map_api_exception(error, what=f"delete MachineDeployment {name}") from None
             except TRANSPORT_ERRORS as error:
                 raise ProviderUnavailable(f"delete MachineDeployment {name}: {error!r}") from None
-            self._log("capi machine deployment deleted", name=name)
+            self._log("capi machine deployment deleted", name)
             return True
         raise ProviderUnavailable(
             f"delete MachineDeployment {self.namespace}/{name}: it kept changing while being "
@@ -446,8 +446,10 @@ class ClusterApiProvisioner:
             code="Conflict",
         )
 
-    def _log(self, message: str, **fields: str) -> None:
-        log.info(message, extra={"capi_namespace": self.namespace, **fields})
+    def _log(self, message: str, machine_deployment: str, **fields: str) -> None:
+        # Keys must not be LogRecord attributes (``name``, ``message``): logging raises.
+        extra = {"capi_namespace": self.namespace, "machine_deployment": machine_deployment}
+        log.info(message, extra={**extra, **fields})
 
 
 def build(placement: Mapping[str, Any], context: ProviderContext) -> ClusterApiProvisioner:
