@@ -105,6 +105,19 @@ def create_unlabelled(cluster: TestCluster, namespace: str, name: str) -> None:
         )
 
 
+def hold_finalizer(cluster: TestCluster, namespace: str, name: str) -> None:
+    """Give a MachineDeployment a finalizer, as Cluster API's controller does."""
+    with cluster.api_client() as api:
+        sync_client.CustomObjectsApi(api).patch_namespaced_custom_object(
+            capi_controller.GROUP,
+            capi_controller.VERSION,
+            namespace,
+            "machinedeployments",
+            name,
+            {"metadata": {"finalizers": ["cluster.x-k8s.io/machinedeployment"]}},
+        )
+
+
 def machine_deployment_creates(cluster: TestCluster) -> float:
     """MachineDeployment POSTs the apiserver has served (any code), from its own /metrics."""
     with cluster.api_client() as api:

@@ -37,6 +37,7 @@ from tests.providers.capi_provisioning_support import (
     capi_prov_namespace,
     controller,
     create_unlabelled,
+    hold_finalizer,
     infrastructure_ref,
     machine_deployment_creates,
     machine_deployments,
@@ -194,6 +195,30 @@ async def test_insufficient_capacity_falls_back_to_the_next_infrastructure_templ
     ] == [second.name]
     third = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
     assert third.adopted and third.name == second.name and third.status == "Running"
+
+
+async def test_failed_machine_deployment_still_terminating_is_passed_over(
+    capi_conformance_cluster: TestCluster,
+    capi_prov_namespace: str,
+    new_provisioner: ProvisionerFactory,
+    controller: CapiTestController,
+) -> None:
+    cluster, namespace = capi_conformance_cluster, capi_prov_namespace
+    controller.insufficient_capacity_templates = {P5}
+    provisioner = await new_provisioner()
+    owner = new_owner()
+    posts_before = machine_deployment_creates(cluster)
+    first = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
+    # Cluster API's finalizer keeps a deleted MachineDeployment until its Machines are gone.
+    hold_finalizer(cluster, namespace, first.name)
+    await controller.reconcile_all()
+    second = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
+    terminating = machine_deployments(cluster, namespace)[first.name]
+    assert terminating["metadata"]["deletionTimestamp"]
+    third = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
+    assert second.created and second.instance_type == "p4d.24xlarge"
+    assert third.adopted and third.name == second.name
+    assert machine_deployment_creates(cluster) - posts_before == 2
 
 
 async def test_unlabelled_machine_deployment_of_the_same_name_is_never_adopted(
