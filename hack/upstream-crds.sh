@@ -3,6 +3,8 @@
 #   .cache/crds/gateway-api/           Gateway API standard channel
 #   .cache/crds/inference-extension/   Gateway API Inference Extension (InferencePool, ...)
 #   .cache/crds/cluster-api/           Cluster API core (MachineDeployment, Machine, ...)
+#   .cache/crds/cluster-api-templates/ KubeadmConfigTemplate (kubeadm bootstrap) and
+#                                      DockerMachineTemplate (CAPD): templates a MachineDeployment names
 #   .cache/crds/karpenter/             Karpenter core (NodePool, NodeClaim)
 # Usage: hack/upstream-crds.sh   (prints the crds dir)
 set -euo pipefail
@@ -50,6 +52,14 @@ copy_set inference-extension sigs.k8s.io/gateway-api-inference-extension \
   "${INFERENCE_EXTENSION_VERSION}" config/crd/bases '*.yaml'
 copy_set cluster-api sigs.k8s.io/cluster-api "${CLUSTER_API_VERSION}" \
   core/config/crd/bases 'cluster.x-k8s.io_*.yaml'
+copy_set cluster-api-templates sigs.k8s.io/cluster-api "${CLUSTER_API_VERSION}" \
+  bootstrap/kubeadm/config/crd/bases 'bootstrap.cluster.x-k8s.io_kubeadmconfigtemplates.yaml'
+# A second module into the same set: copy_set's version stamp names the first, so check here.
+if [[ ! -f "${CRDS_DIR}/cluster-api-templates/infrastructure.cluster.x-k8s.io_dockermachinetemplates.yaml" ]]; then
+  cp "$(module_dir "sigs.k8s.io/cluster-api/test@${CLUSTER_API_VERSION}")/infrastructure/docker/config/crd/bases/infrastructure.cluster.x-k8s.io_dockermachinetemplates.yaml" \
+    "${CRDS_DIR}/cluster-api-templates/"
+  chmod 0644 "${CRDS_DIR}/cluster-api-templates/"*.yaml
+fi
 copy_set karpenter sigs.k8s.io/karpenter "${KARPENTER_VERSION}" \
   pkg/apis/crds 'karpenter.sh_*.yaml'
 echo "${CRDS_DIR}"

@@ -39,7 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 STARTUP_TIMEOUT_S = 90.0
 CRD_ESTABLISHED_TIMEOUT_S = 30.0
 STOP_GRACE_S = 10.0
-UPSTREAM_CRD_SETS = frozenset({"gateway-api", "inference-extension", "cluster-api", "karpenter"})
+UPSTREAM_CRD_SETS = frozenset(
+    {"gateway-api", "inference-extension", "cluster-api", "cluster-api-templates", "karpenter"}
+)
 FIELD_MANAGER = "crossfade-testenv"
 
 
