@@ -2,7 +2,10 @@
 
 Providers come from ``crossfade.providers.registry`` when it is installed (entry-point group
 ``crossfade.providers``); a placement whose provider cannot be built is still probed and
-reported, it just cannot be scaled (the Event says why).
+reported, it just cannot be scaled (the Event says why). A placement with a ``template`` gets
+a ``ProvisionedProvider`` (providers/provisioned.py) around a provisioner from
+``providers.provisioner_registry``: its node group is created when first needed, and its
+Node watch follows the node group's name once one exists.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import aiohttp
 from crossfade.api import Provider
 from crossfade.api.policy import InferenceCheck
 from crossfade.engine.observations import NodeObservation, ProbeResult, ProviderObservation
+from crossfade.handlers.object_events import ObjectRef, post_event
 from crossfade.handlers.observe import PlacementObservers
 from crossfade.handlers.reconcile import PoolRuntime
 from crossfade.probes.breaker import BreakerRegistry
@@ -31,6 +35,15 @@ from crossfade.probes.secret_headers import SecretHeaders, load_secret_headers
 from crossfade.providers.base import CapacityProvider, NodeGroupState, ScaleResult
 from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, api_client_from_secret
+from crossfade.providers.provisioned import (
+    ProvisionedProvider,
+    ProvisionedTarget,
+    ProvisioningEvent,
+    ProvisioningMetrics,
+    placement_with_node_group,
+)
+from crossfade.providers.provisioner_registry import provisioner_for
+from crossfade.providers.provisioning import DeletionPolicyTag, Owner, template_from_placement
 from crossfade.routers.base import RouterError
 from crossfade.routers.factory import RouterContext, build_routers
 
@@ -77,6 +90,10 @@ class SharedClients:
     node_caches: NodeCacheRegistry = field(default_factory=NodeCacheRegistry)
     # Clients of the clusters the nodes join, by "namespace/secret/key" (closed at cleanup).
     cluster_clients: dict[str, Any] = field(default_factory=dict)
+    # crossfade.providers.registry.ProviderContext: provisioners of templated placements get
+    # the same one as their capacity providers (None: templated placements cannot be built).
+    provider_context: Any = None
+    provisioning_metrics: ProvisioningMetrics | None = None
 
     async def close(self) -> None:
         """Close every client this object owns."""
@@ -99,7 +116,12 @@ class NodeObserver:
     """
 
     def __init__(
-        self, *, placement: Mapping[str, Any], namespace: str, clients: SharedClients
+        self,
+        *,
+        placement: Mapping[str, Any],
+        namespace: str,
+        clients: SharedClients,
+        node_group: Callable[[], str | None] | None = None,
     ) -> None:
         self.placement = str(placement.get("name"))
         self._wire = placement
@@ -108,6 +130,9 @@ class NodeObserver:
         self._cache: NodeCache | None = None
         self._cluster_key = ""
         self._labels: dict[str, str] = {}
+        # Templated placements: the node group crossfade created (None while none exists).
+        self._node_group = node_group
+        self._watched_group: str | None = None
 
     async def _start(self) -> NodeCache:
         ref = self._wire.get("clusterRef") or None
@@ -125,12 +150,29 @@ class NodeObserver:
                 self._clients.cluster_clients[self._cluster_key] = api
         else:
             self._cluster_key, api = "in-cluster", self._clients.kube_api_client
-        self._labels = node_labels_for(Provider.model_validate(self._wire.get("provider") or {}))
+        wire = self._wire
+        if self._watched_group is not None:
+            wire = placement_with_node_group(wire, self._watched_group)
+        self._labels = node_labels_for(Provider.model_validate(wire.get("provider") or {}))
         return self._clients.node_caches.acquire(
             cluster=self._cluster_key, api=api, labels=self._labels
         )
 
     async def observe(self) -> NodeObservation | None:
+        if self._node_group is not None:
+            wanted = self._node_group()
+            if wanted != self._watched_group:
+                await self.close()
+                self._watched_group = wanted
+            if wanted is None:
+                # No node group yet: no Nodes, truthfully (a cold standby).
+                return NodeObservation(
+                    placement=self.placement,
+                    at=time.time(),
+                    ready_nodes=0,
+                    total_nodes=0,
+                    allocatable_accelerators=0,
+                )
         if self._cache is None:
             self._cache = await self._start()
         if not self._cache.synced:
@@ -279,13 +321,78 @@ def _cloud_fn(probe: CloudProbe) -> Callable[[], Any]:
     return run
 
 
+def pool_notifier(
+    clients: SharedClients, *, namespace: str, name: str, uid: str
+) -> Callable[[str, ProvisioningEvent, str], Awaitable[None]]:
+    """Return the callback that posts a templated placement's provisioning Events on the pool."""
+    involved = ObjectRef.pool(namespace=namespace, name=name, uid=uid)
+
+    async def notify(event_type: str, reason: ProvisioningEvent, message: str) -> None:
+        if clients.kube_api_client is not None:
+            await post_event(
+                clients.kube_api_client,
+                involved=involved,
+                event_type=event_type,
+                reason=reason.value,
+                message=message,
+            )
+
+    return notify
+
+
+def build_provisioned(
+    placement: Mapping[str, Any],
+    *,
+    spec: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    uid: str,
+    clients: SharedClients,
+) -> ProvisionedProvider:
+    """Return the provider of a templated placement: creates its node group when needed.
+
+    Raises on anything that makes creation impossible (no provider factory or context, an
+    unknown provider type, a template without what the cloud needs): the caller reports it.
+    """
+    factory = clients.provider_factory
+    if factory is None or clients.provider_context is None:
+        raise WiringError("ProvisioningUnavailable", "no provider registry in this process")
+    pname = str(placement.get("name"))
+    provider_type = str((placement.get("provider") or {}).get("type") or "")
+    policy = str(spec.get("deletionPolicy") or DeletionPolicyTag.RETAIN.value)
+    target = ProvisionedTarget(
+        owner=Owner(namespace=namespace, pool=name, placement=pname, pool_uid=uid),
+        template=template_from_placement(placement),
+        deletion_policy=DeletionPolicyTag(policy),
+        provider_type=provider_type,
+        always_present=placement.get("lifecycle") == "AlwaysPresent",
+    )
+
+    def build_inner(node_group: str) -> CapacityProvider:
+        return factory(placement_with_node_group(placement, node_group), namespace)
+
+    return ProvisionedProvider(
+        target=target,
+        provisioner=provisioner_for(placement, clients.provider_context.for_namespace(namespace)),
+        build_inner=build_inner,
+        notify=pool_notifier(clients, namespace=namespace, name=name, uid=uid),
+        metrics=clients.provisioning_metrics,
+    )
+
+
 async def build_runtime(
-    *, spec: Mapping[str, Any], namespace: str, name: str, clients: SharedClients
+    *,
+    spec: Mapping[str, Any],
+    namespace: str,
+    name: str,
+    clients: SharedClients,
+    uid: str = "",
 ) -> tuple[PoolRuntime, list[WiringError]]:
     """Return the pool's runtime and the problems met building it (each becomes an Event).
 
     Raises WiringError only when traffic routing cannot be built: steering traffic blindly
-    is never safe, while a placement without a provider can still be observed.
+    is never safe, while a placement without a provider can still be observed. ``uid`` is
+    the pool's: templated placements tag the node groups they create with it.
     """
     problems: list[WiringError] = []
     observers: list[PlacementObservers] = []
@@ -307,9 +414,21 @@ async def build_runtime(
             except WiringError as exc:
                 problems.append(exc)
         cloud = None
+        provisioned: ProvisionedProvider | None = None
         if clients.provider_factory is not None and placement.get("provider"):
             try:
-                built = clients.provider_factory(placement, namespace)
+                built: CapacityProvider
+                if placement.get("template"):
+                    built = provisioned = build_provisioned(
+                        placement,
+                        spec=spec,
+                        namespace=namespace,
+                        name=name,
+                        uid=uid,
+                        clients=clients,
+                    )
+                else:
+                    built = clients.provider_factory(placement, namespace)
             except Exception as exc:  # the registry's errors are its own; report any
                 problems.append(WiringError("ProviderUnavailable", f"placement {pname}: {exc}"))
             else:
@@ -334,7 +453,10 @@ async def build_runtime(
                 )
         nodes = None
         if clients.kube_api_client is not None and placement.get("provider"):
-            node_observer = NodeObserver(placement=placement, namespace=namespace, clients=clients)
+            follow = (lambda p=provisioned: p.node_group) if provisioned is not None else None
+            node_observer = NodeObserver(
+                placement=placement, namespace=namespace, clients=clients, node_group=follow
+            )
             nodes = node_observer.observe
             closers.append(node_observer.close)
             adopt = getattr(raw_providers.get(pname), "adopt_observed_size", None)
