@@ -8,9 +8,13 @@ no write is made.
 from __future__ import annotations
 
 import datetime
+import enum
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from pydantic_core import PydanticUndefined
+
+from crossfade.api.status import PlacementStatus
 from crossfade.engine.plan import RecordTransition, SetCondition
 
 HISTORY_MAX_ENTRIES = 20
@@ -148,6 +152,22 @@ MANAGED_KEYS = frozenset(
 )
 
 
+def _server_defaults() -> JsonDict:
+    """Values the apiserver fills into every status.placements[] item (the CRD's defaults)."""
+    return {
+        field.alias or name: (
+            field.default.value if isinstance(field.default, enum.Enum) else field.default
+        )
+        for name, field in PlacementStatus.model_fields.items()
+        if field.default is not None and field.default is not PydanticUndefined
+    }
+
+
+# Built items carry them too: the stored items always do, and placements is an atomic list,
+# so an item without them would differ from the stored one and be rewritten every pass.
+PLACEMENT_SERVER_DEFAULTS = _server_defaults()
+
+
 def placement_summaries(
     *,
     names: Sequence[str],
@@ -159,7 +179,11 @@ def placement_summaries(
     result: list[JsonDict] = []
     for name in names:
         facts = placements.get(name) or {}
-        item: JsonDict = {"name": name, "health": facts.get("health") or "Unknown"}
+        item: JsonDict = {
+            **PLACEMENT_SERVER_DEFAULTS,
+            "name": name,
+            "health": facts.get("health") or "Unknown",
+        }
         for source, target in (
             ("reason", "reason"),
             ("desired", "desiredNodes"),
