@@ -6,7 +6,8 @@ What runs (all on loopback, all real processes except where noted):
   the Gateway API CRDs;
 - per pool ``pool-NNNN`` in namespace ``fleet``: one InferencePool shaped like
   ``examples/quickstart.yaml`` (EKS node group primary, GKE node pool warm standby,
-  ActivePassive on its own HTTPRoute ``route-NNNN``), API-default probe period 10 s;
+  ActivePassive on its own HTTPRoute ``route-NNNN`` and its two backend Services
+  ``llm-aws-NNNN`` / ``llm-gke-NNNN``), API-default probe period 10 s;
 - AWS: one moto server (in this process, boto3 over HTTP for the operator) with one EKS
   cluster holding one node group per pool; GKE: the GKE REST test server with one node pool
   per pool;
@@ -223,6 +224,13 @@ def route_document(template: Mapping[str, Any], *, index: int) -> dict[str, Any]
     backends[0]["name"] = f"llm-aws-{index:04d}"
     backends[1]["name"] = f"llm-gke-{index:04d}"
     return route
+
+
+def service_document(template: Mapping[str, Any], *, name: str) -> dict[str, Any]:
+    """A backend Service the route names (the HTTPRoute router refuses missing backends)."""
+    service = copy.deepcopy(dict(template))
+    service["metadata"] = {"name": name, "namespace": NAMESPACE}
+    return service
 
 
 def kubeconfig_secret(name: str, cluster: TestCluster) -> dict[str, Any]:
@@ -488,6 +496,9 @@ async def _create_objects(api: Any, documents: list[dict[str, Any]]) -> None:
             if doc["kind"] == "Secret":
                 await core.create_namespaced_secret(NAMESPACE, doc)
                 return
+            if doc["kind"] == "Service":
+                await core.create_namespaced_service(NAMESPACE, doc)
+                return
             group, version = doc["apiVersion"].split("/")
             plural = PLURAL if doc["kind"] == "InferencePool" else ROUTE_PLURAL
             await custom.create_namespaced_custom_object(group, version, NAMESPACE, plural, doc)
@@ -553,6 +564,7 @@ async def running_fleet(
     documents = load_documents()
     pool_template = next(d for d in documents if d["kind"] == "InferencePool")
     route_template = next(d for d in documents if d["kind"] == "HTTPRoute")
+    service_template = next(d for d in documents if d["kind"] == "Service")
     async with contextlib.AsyncExitStack() as stack:
         servers, urls = _start_servers(SERVER_GROUPS + STANDBY_SERVERS)
         stack.callback(servers.wait)
@@ -618,6 +630,9 @@ async def running_fleet(
             kubeconfig_secret("gcp-kubeconfig", clouds["gcp"]),
         ]
         for index in range(pools):
+            for cloud in ("aws", "gke"):
+                name = f"llm-{cloud}-{index:04d}"
+                objects.append(service_document(service_template, name=name))
             objects.append(route_document(route_template, index=index))
             objects.append(
                 pool_document(
