@@ -18,11 +18,16 @@ really hits; API-default probe period 10 s). Per run, in a fresh sandbox:
 Goals (issue 13): writes at steady state 0 per minute, RSS <= 256 MiB at 1000 pools.
 Settings: ``BENCH_SCALE_POOLS`` (default "100,500,1000"), runs per setting
 ``BENCH_SCALE_RUNS`` (default 1; the fixture for 1000 pools takes minutes to build).
+``BENCH_SCALE_MERGE=1`` keeps the settings of the existing scale.json that this invocation
+does not measure (to add a setting later without re-running the others). The memory guard
+(``bench/fleet.py``: ``BENCH_MAX_OPERATOR_RSS_MIB``, ``BENCH_MIN_AVAILABLE_MIB``) stops a
+setting the shared machine cannot hold and reports how many pools it had reconciled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -35,7 +40,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from bench.common import spread, write_results
+from bench.common import RESULTS_DIR, spread, write_results
 from bench.fleet import (
     PROBE_PERIOD_S,
     Fleet,
@@ -190,9 +195,17 @@ def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def earlier_runs() -> dict[str, list[dict[str, Any]]]:
+    """Runs of settings measured by an earlier invocation (kept when BENCH_SCALE_MERGE=1)."""
+    path = RESULTS_DIR / "scale.json"
+    if os.environ.get("BENCH_SCALE_MERGE") != "1" or not path.exists():
+        return {}
+    runs: dict[str, list[dict[str, Any]]] = json.loads(path.read_text()).get("runs", {})
+    return runs
+
+
 def main() -> int:
-    raw: dict[str, list[dict[str, Any]]] = {}
-    rows = []
+    raw = {k: v for k, v in earlier_runs().items() if int(k) not in POOL_COUNTS}
     for pools in POOL_COUNTS:
         runs = []
         for run in range(RUNS):
@@ -204,8 +217,11 @@ def main() -> int:
                     )
                 )
         raw[str(pools)] = runs
-        rows.append(summarise(pools, runs))
-        print(rows[-1], flush=True)
+        print(summarise(pools, runs), flush=True)
+    rows = [
+        summarise(int(pools), runs)
+        for pools, runs in sorted(raw.items(), key=lambda kv: int(kv[0]))
+    ]
     md = write_results(
         "scale",
         rows=rows,
