@@ -36,6 +36,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         identity=args.identity or "",
         leader_election=not args.no_leader_election,
         period_override_s=args.period,
+        reaper_interval_s=args.reaper_interval_seconds,
+        reaper_grace_period_s=args.reaper_grace_period_seconds,
     )
     return asyncio.run(run_operator(config))
 
@@ -131,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--identity", default=None, help="replica identity (default: POD_NAME)")
     run.add_argument("--no-leader-election", action="store_true")
     run.add_argument("--period", type=float, default=None, help="override every pool's period")
+    run.add_argument(
+        "--reaper-interval-seconds",
+        type=float,
+        default=600.0,
+        help="seconds between orphan node group sweeps (one per cloud cluster); 0 = off",
+    )
+    run.add_argument(
+        "--reaper-grace-period-seconds",
+        type=float,
+        default=3600.0,
+        help="how long an orphan whose recorded deletionPolicy is Delete waits before deletion",
+    )
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(handler=_cmd_run)
 

@@ -23,6 +23,7 @@ from crossfade.handlers.wiring import SharedClients, WiringError, build_runtime
 from crossfade.logging import log_context
 from crossfade.providers.base import idempotency_token
 from crossfade.providers.errors import ProviderError
+from crossfade.providers.provisioned import ProvisionedProvider
 from crossfade.routers.base import RouterError
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ ERROR_RETRY_S = 5.0
 MIN_PERIOD_S = 0.5
 DELETION_RETAIN = "Retain"
 DELETION_SCALE_TO_MIN = "ScaleToMin"
+DELETION_DELETE = "Delete"
 
 
 @dataclass(slots=True)
@@ -195,7 +197,14 @@ def register(registry: Any, context: OperatorContext) -> None:
         body: kopf.Body = kwargs["body"]
         spec, namespace, name = kwargs["spec"], str(kwargs["namespace"]), str(kwargs["name"])
         with log_context(pool=_key(namespace, name)):
-            await _finalize(context, body=body, spec=dict(spec), namespace=namespace, name=name)
+            await _finalize(
+                context,
+                body=body,
+                spec=dict(spec),
+                namespace=namespace,
+                name=name,
+                uid=str((body.get("metadata") or {}).get("uid") or ""),
+            )
 
 
 async def _write_invalid(context: OperatorContext, *, body: kopf.Body, message: str) -> None:
@@ -233,7 +242,11 @@ async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> 
     if cached is not None and cached[0] == generation:
         return cached[1]
     runtime, problems = await build_runtime(
-        spec=snapshot.get("spec") or {}, namespace=namespace, name=name, clients=context.clients
+        spec=snapshot.get("spec") or {},
+        namespace=namespace,
+        name=name,
+        clients=context.clients,
+        uid=str(meta.get("uid") or ""),
     )
     for problem in problems:
         log.warning("pool wiring: %s: %s", problem.reason, problem.message)
@@ -296,8 +309,14 @@ async def _finalize(
     spec: Mapping[str, Any],
     namespace: str,
     name: str,
+    uid: str = "",
 ) -> None:
-    """Honour deletionPolicy and leave traffic on a placement that keeps capacity."""
+    """Honour deletionPolicy and leave traffic on a placement that keeps capacity.
+
+    ScaleToMin scales every placement to nodes.min. Delete does that for placements without
+    a template and deletes the node groups crossfade created for templated ones (only those
+    with this pool's ownership tags); traffic first moves to a placement that stays.
+    """
     policy_name = str(spec.get("deletionPolicy") or DELETION_RETAIN)
     key = _key(namespace, name)
     cached = context.runtimes.pop(key, None)
@@ -305,7 +324,7 @@ async def _finalize(
     if runtime is None:
         try:
             runtime, _ = await build_runtime(
-                spec=spec, namespace=namespace, name=name, clients=context.clients
+                spec=spec, namespace=namespace, name=name, clients=context.clients, uid=uid
             )
         except WiringError as exc:
             log.warning("finalizer cannot build routers (%s); leaving traffic as is", exc)
@@ -314,8 +333,17 @@ async def _finalize(
     if invalid_spec_reason(spec) is None:
         policy = policy_from_spec(spec)
         names = list(policy.names)
-        if policy_name == DELETION_SCALE_TO_MIN and runtime is not None:
-            keep = next((p.name for p in policy.placements if p.min_nodes > 0), None)
+        shrink = policy_name in (DELETION_SCALE_TO_MIN, DELETION_DELETE)
+        if shrink and runtime is not None:
+            doomed = {
+                placement_name
+                for placement_name, provider in runtime.providers.items()
+                if policy_name == DELETION_DELETE and _provisioned(provider) is not None
+            }
+            keep = next(
+                (p.name for p in policy.placements if p.min_nodes > 0 and p.name not in doomed),
+                None,
+            )
             if keep is not None:
                 for router in runtime.routers:
                     try:
@@ -326,11 +354,16 @@ async def _finalize(
                 provider = runtime.providers.get(placement.name)
                 if provider is None:
                     continue
+                if placement.name in doomed:
+                    await _delete_created(body, provider)
+                    continue
+                token = idempotency_token(key, "delete", placement.name, placement.min_nodes)
+                templated = _provisioned(provider)
                 try:
-                    await provider.scale(
-                        desired=placement.min_nodes,
-                        token=idempotency_token(key, "delete", placement.name, placement.min_nodes),
-                    )
+                    if templated is not None:
+                        await templated.scale_if_present(desired=placement.min_nodes, token=token)
+                    else:
+                        await provider.scale(desired=placement.min_nodes, token=token)
                 except ProviderError as exc:
                     # Deletion must not hang on a cloud error; the Event tells the owner.
                     kopf.event(
@@ -340,7 +373,43 @@ async def _finalize(
                         message=f"{placement.name}: {exc.kind}: {exc.message}"[:1024],
                     )
     if runtime is not None:
-        # Closed last: the providers' clients are needed for ScaleToMin above.
+        # Closed last: the providers' clients are needed for ScaleToMin and Delete above.
         await runtime.close()
     context.metrics.forget_pool(namespace=namespace, pool=name, placements=names)
     log.info("pool finalized with deletionPolicy %s", policy_name)
+
+
+def _provisioned(provider: Any) -> ProvisionedProvider | None:
+    """Return the ProvisionedProvider under a provider's wrappers (metrics, node sizing)."""
+    while provider is not None:
+        if isinstance(provider, ProvisionedProvider):
+            return provider
+        provider = getattr(provider, "inner", None)
+    return None
+
+
+async def _delete_created(body: kopf.Body, provider: Any) -> None:
+    """Delete the node groups crossfade created for one placement (deletionPolicy Delete)."""
+    provisioned = _provisioned(provider)
+    if provisioned is None:
+        return
+    placement = provisioned.target.owner.placement
+    try:
+        deleted = await provisioned.delete_owned()
+    except ProviderError as exc:
+        # Deletion must not hang on a cloud error; the orphan reaper deletes it later
+        # (the node group's tags record the Delete policy).
+        kopf.event(
+            body,
+            type="Warning",
+            reason="NodeGroupDeleteFailed",
+            message=f"{placement}: {exc.kind}: {exc.code}: {exc.message}"[:1024],
+        )
+        return
+    for node_group in deleted:
+        kopf.event(
+            body,
+            type="Normal",
+            reason="NodeGroupDeleted",
+            message=f"{placement}: deleted node group {node_group} (deletionPolicy Delete)",
+        )

@@ -22,10 +22,19 @@ from crossfade.handlers.health import ProcessHealth, start_server
 from crossfade.handlers.leadership import LeaseElector, LeaseRef
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.pools import OperatorContext, register
+from crossfade.handlers.reaper_loop import (
+    DEFAULT_INTERVAL_S,
+    ReaperLoop,
+    ReaperLoopMetrics,
+    ReaperSettings,
+    lease_ref,
+)
 from crossfade.handlers.wiring import SharedClients, registry_provider_factory
 from crossfade.probes.inference import new_session
 from crossfade.providers.instrumented import ProviderMetrics
+from crossfade.providers.provisioned import ProvisioningMetrics
 from crossfade.providers.ratelimit import RateLimiters
+from crossfade.providers.reaper import DEFAULT_GRACE_PERIOD_S
 from crossfade.providers.registry import ProviderContext
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,9 @@ class RunConfig:
     identity: str = ""
     leader_election: bool = True
     period_override_s: float | None = None
+    # Orphan node group reaper (handlers/reaper_loop.py); an interval of 0 turns it off.
+    reaper_interval_s: float = DEFAULT_INTERVAL_S
+    reaper_grace_period_s: float = DEFAULT_GRACE_PERIOD_S
 
 
 def default_identity() -> str:
@@ -144,6 +156,12 @@ async def _run_kopf(
     )
     registry = kopf.OperatorRegistry()
     ready_flag = asyncio.Event()
+    reaper_settings = ReaperSettings(
+        interval_s=config.reaper_interval_s, grace_period_s=config.reaper_grace_period_s
+    )
+    reaper_metrics = ReaperLoopMetrics(metrics.registry) if reaper_settings.enabled else None
+    reaper_stop = asyncio.Event()
+    reaper_tasks: list[tuple[ReaperLoop, asyncio.Task[None]]] = []
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -159,10 +177,29 @@ async def _run_kopf(
             # One bucket for the whole process: Route53 limits are per account.
             router_clients={"route53_limiter": RateLimiters().bucket("route53")},
             provider_metrics=ProviderMetrics(registry=metrics.registry),
+            provider_context=provider_context,
+            provisioning_metrics=ProvisioningMetrics(metrics.registry),
         )
+        if reaper_metrics is not None:
+            # kopf (and so this loop) runs only while this replica holds the Lease.
+            reaper = ReaperLoop(
+                api_client=kube_api_client,
+                provider_context=provider_context,
+                settings=reaper_settings,
+                metrics=reaper_metrics,
+                lease=lease_ref(namespace=config.lease_namespace, name=config.lease_name),
+                namespaces=config.namespaces,
+            )
+            reaper_tasks.append((reaper, asyncio.create_task(reaper.run(stop=reaper_stop))))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        reaper_stop.set()
+        for reaper, task in reaper_tasks:
+            task.cancel()  # a sweep is idempotent: an interrupted one is redone next time
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await reaper.aclose()
         for _generation, pool_runtime in context.runtimes.values():
             await pool_runtime.close()
         await context.clients.close()

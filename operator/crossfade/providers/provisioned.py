@@ -178,6 +178,19 @@ class ProvisionedProvider:
             raise NotFound(f"{self.name}: no node group after ensure", code="NotProvisioned")
         return await inner.scale(desired=desired, token=token)
 
+    async def scale_if_present(self, *, desired: int, token: str) -> ScaleResult | None:
+        """Scale the node group only if one exists (never create); None when there is none.
+
+        For the finalizer's ScaleToMin: deleting a pool must not create capacity.
+        """
+        async with self._lock:
+            if self._inner is None and not self._looked_for_existing:
+                await self._find_existing()
+        inner = self._inner
+        if inner is None:
+            return None
+        return await inner.scale(desired=desired, token=token)
+
     async def aclose(self) -> None:
         """Close the inner provider's and the provisioner's clients, when they have any."""
         for owner in (self._inner, self.provisioner):
