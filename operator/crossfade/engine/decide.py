@@ -849,8 +849,12 @@ def _scale(
         carries = bool(s.weights and s.weights.get(name, 0) > 0) or bool(
             target and target.get(name, 0) > 0
         )
-        if carries or (alloc > 0 and name != policy.preferred.name):
+        needed = carries or (alloc > 0 and name != policy.preferred.name)
+        if needed or (ps.needed and ps.last_needed_at is None):
+            # The second case is a restart: the placement was needed when the state was
+            # persisted, and the moment it stopped is unknown; count the delay from now.
             ps.last_needed_at = now
+        ps.needed = needed
         desired = placement.nodes_for(alloc)
         if placement.role is Role.STANDBY:
             floor = min(policy.warm_standby_nodes, placement.max_nodes)

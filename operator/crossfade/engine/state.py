@@ -50,6 +50,10 @@ class PlacementState:
     last_seen_at: float | None = None
     failed_at: float | None = None  # traffic left it because it failed; failback is gated
     last_needed_at: float | None = None  # carried traffic or was planned capacity
+    # Whether it was needed at the last decision. While needed, last_needed_at moves every
+    # decision and is not persisted; this flag is, so a restarted engine knows the
+    # placement was needed until (at least) the restart and keeps the scale-down delay.
+    needed: bool = False
 
     def copy(self) -> PlacementState:
         # No slots on purpose: copying __dict__ is the cheapest copy Python offers, and

@@ -54,11 +54,13 @@ VOLATILE_PLACEMENT_KEYS = frozenset(
         "consecutiveSuccesses",
         "consecutiveFailures",
         "providerErrorAt",
-        # Refreshed every pass while a placement carries traffic; after a restart the
-        # engine sets it again on its first pass from the weights it reads.
-        "lastNeededAt",
     }
 )
+# Refreshed every pass while a placement is needed (carries traffic or planned capacity),
+# so persisted only once it stops: then it is the frozen start of the scale-down delay.
+# The persisted ``needed`` flag tells a restarted engine that the delay has not begun yet.
+NEEDED_KEY = "needed"
+LAST_NEEDED_KEY = "lastNeededAt"
 VOLATILE_POOL_KEYS = frozenset({"decisions"})
 DRILL_REASON = "Drill"
 DRILL_ENDED_REASON = "DrillEnded"
@@ -104,9 +106,15 @@ def durable_state(state: Mapping[str, Any]) -> dict[str, Any]:
     """Return the engine state without per-probe facts (what is worth persisting)."""
     out = {k: v for k, v in state.items() if k not in VOLATILE_POOL_KEYS}
     out["placements"] = {
-        name: {k: v for k, v in facts.items() if k not in VOLATILE_PLACEMENT_KEYS}
-        for name, facts in (state.get("placements") or {}).items()
+        name: _durable_placement(facts) for name, facts in (state.get("placements") or {}).items()
     }
+    return out
+
+
+def _durable_placement(facts: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in facts.items() if k not in VOLATILE_PLACEMENT_KEYS}
+    if out.get(NEEDED_KEY):
+        out.pop(LAST_NEEDED_KEY, None)
     return out
 
 
