@@ -1,0 +1,287 @@
+"""ProvisionedProvider over moto (boto3 over HTTP through the fault proxy): a templated EKS
+placement reads as a cold standby until scaled, is created once, adopted after a restart,
+surfaces ICE on every type to the engine, and is deleted only when it is ours."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+from prometheus_client import CollectorRegistry
+
+from crossfade.engine.observations import ProviderErrorKind
+from crossfade.providers.aws_eks import AwsProviderContext
+from crossfade.providers.errors import InsufficientCapacity
+from crossfade.providers.provisioned import (
+    NOT_PROVISIONED_STATUS,
+    ProvisionedProvider,
+    ProvisionedTarget,
+    ProvisioningEvent,
+    ProvisioningMetrics,
+    placement_with_node_group,
+)
+from crossfade.providers.provisioner_registry import provisioner_for
+from crossfade.providers.provisioning import (
+    DeletionPolicyTag,
+    Owner,
+    node_group_name,
+    template_from_placement,
+)
+from crossfade.providers.registry import ProviderContext, build_eks_node_group
+from crossfade.testing.aws_faults import Fault, FaultProxy
+from tests.support.moto_server import aws_env, fault_proxy, moto_server
+
+__all__ = ["aws_env", "fault_proxy", "moto_server"]
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+
+
+def ice(times: int = 1) -> Fault:
+    """CreateNodegroup refused for capacity, ``times`` times (a rule is consumed as it fires)."""
+    return Fault(
+        kind="server_error",
+        operation="CreateNodegroup",
+        status=400,
+        code="InsufficientInstanceCapacity",
+        times=times,
+    )
+
+
+def _new_cluster(moto_url: str) -> str:
+    name = f"prod-{uuid.uuid4().hex[:8]}"
+    boto3.client("eks", region_name=REGION, endpoint_url=moto_url).create_cluster(
+        name=name,
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cluster",
+        resourcesVpcConfig={"subnetIds": ["subnet-a"]},
+    )
+    return name
+
+
+def _placement(cluster: str, *, lifecycle: str = "OnDemand", low: int = 0) -> dict[str, Any]:
+    return {
+        "name": "aws-standby",
+        "role": "Standby",
+        "lifecycle": lifecycle,
+        "nodes": {"min": low, "max": 4},
+        "provider": {
+            "type": "EKSNodeGroup",
+            "eksNodeGroup": {"region": REGION, "cluster": cluster, "nodegroup": "unused"},
+        },
+        "template": {
+            "instanceTypes": ["p5.48xlarge", "p4d.24xlarge"],
+            "subnets": ["subnet-a"],
+            "nodeRole": f"arn:aws:iam::{ACCOUNT}:role/node",
+        },
+    }
+
+
+class Recorder:
+    """Collects the Events a ProvisionedProvider asks the handler to post."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str]] = []
+
+    async def __call__(self, event_type: str, reason: ProvisioningEvent, message: str) -> None:
+        self.events.append((event_type, reason.value, message))
+
+    def reasons(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+def _provider(
+    placement: dict[str, Any],
+    *,
+    endpoint_url: str,
+    uid: str,
+    notify: Recorder,
+    metrics: ProvisioningMetrics | None = None,
+    policy: DeletionPolicyTag = DeletionPolicyTag.DELETE,
+) -> ProvisionedProvider:
+    """A wrapper as handlers/wiring.py builds it: registry provisioner, registry provider."""
+    context = ProviderContext(aws=AwsProviderContext(endpoint_url=endpoint_url))
+    target = ProvisionedTarget(
+        owner=Owner(namespace="serving", pool="llama", placement="aws-standby", pool_uid=uid),
+        template=template_from_placement(placement),
+        deletion_policy=policy,
+        provider_type="EKSNodeGroup",
+        always_present=placement["lifecycle"] == "AlwaysPresent",
+    )
+    return ProvisionedProvider(
+        target=target,
+        provisioner=provisioner_for(placement, context),
+        build_inner=lambda name: build_eks_node_group(
+            placement_with_node_group(placement, name), context
+        ),
+        notify=notify,
+        metrics=metrics,
+    )
+
+
+def _groups(moto_url: str, cluster: str) -> list[str]:
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
+    return sorted(eks.list_nodegroups(clusterName=cluster)["nodegroups"])
+
+
+def _desired(moto_url: str, cluster: str, name: str) -> int:
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
+    group = eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]
+    return int(group["scalingConfig"]["desiredSize"])
+
+
+@pytest.fixture
+def cluster(moto_server: str, aws_env: None) -> str:
+    return _new_cluster(moto_server)
+
+
+async def test_on_demand_reads_as_cold_standby_then_is_created_once_and_scaled(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    uid, notify = str(uuid.uuid4()), Recorder()
+    registry = CollectorRegistry()
+    provider = _provider(
+        _placement(cluster),
+        endpoint_url=fault_proxy.url,
+        uid=uid,
+        notify=notify,
+        metrics=ProvisioningMetrics(registry),
+    )
+    state = await provider.describe()
+    assert (state.status, state.desired, state.ready) == (NOT_PROVISIONED_STATUS, 0, 0)
+    observation = state.to_observation(placement="aws-standby", at=1.0)
+    assert observation.error is None and observation.desired == 0
+    assert (await provider.scale(desired=0, token="t0")).changed is False
+    assert fault_proxy.requests("CreateNodegroup") == [] and _groups(moto_server, cluster) == []
+
+    result = await provider.scale(desired=2, token="t1")
+    name = node_group_name(provider.target.owner, attempt=0)
+    assert result.desired == 2 and provider.node_group == name
+    assert len(fault_proxy.requests("CreateNodegroup")) == 1
+    assert _groups(moto_server, cluster) == [name]
+    assert _desired(moto_server, cluster, name) == 2
+    assert notify.reasons() == ["NodeGroupCreated"]
+    created = registry.get_sample_value(
+        "crossfade_node_group_provisioning_total",
+        {
+            "provider_type": "EKSNodeGroup",
+            "namespace": "serving",
+            "pool": "llama",
+            "placement": "aws-standby",
+            "outcome": "created",
+            "kind": "",
+        },
+    )
+    assert created == 1.0
+    after = await provider.describe()
+    assert after.desired == 2 and after.status != NOT_PROVISIONED_STATUS
+    await provider.scale(desired=3, token="t2")
+    assert len(fault_proxy.requests("CreateNodegroup")) == 1, "created once, then only scaled"
+    assert _desired(moto_server, cluster, name) == 3
+
+
+async def test_a_restarted_operator_adopts_what_the_previous_one_created(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    uid = str(uuid.uuid4())
+    first = _provider(_placement(cluster), endpoint_url=fault_proxy.url, uid=uid, notify=Recorder())
+    await first.scale(desired=2, token="t1")
+    # A new process: nothing in memory, the status write may never have happened.
+    notify = Recorder()
+    second = _provider(_placement(cluster), endpoint_url=fault_proxy.url, uid=uid, notify=notify)
+    state = await second.describe()
+    assert state.desired == 2 and second.node_group == first.node_group
+    assert notify.reasons() == ["NodeGroupAdopted"]
+    await second.scale(desired=1, token="t3")
+    assert len(fault_proxy.requests("CreateNodegroup")) == 1
+    assert _groups(moto_server, cluster) == [first.node_group]
+
+
+async def test_ice_on_every_type_surfaces_as_insufficient_capacity_once(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    notify = Recorder()
+    provider = _provider(
+        _placement(cluster), endpoint_url=fault_proxy.url, uid=str(uuid.uuid4()), notify=notify
+    )
+    fault_proxy.add(ice(times=2))
+    with pytest.raises(InsufficientCapacity):
+        await provider.scale(desired=2, token="t1")
+    assert len(fault_proxy.requests("CreateNodegroup")) == 2, "both instance types were tried"
+    assert _groups(moto_server, cluster) == []
+    iced = (await provider.describe()).to_observation(placement="aws-standby", at=1.0)
+    assert iced.error is ProviderErrorKind.INSUFFICIENT_CAPACITY
+    assert "AllInstanceTypesExhausted" in iced.message
+    again = (await provider.describe()).to_observation(placement="aws-standby", at=2.0)
+    assert again.error is None, "reported once: after the engine's backoff it may ask again"
+    assert notify.reasons() == ["ProvisioningFailed"]
+    await provider.scale(desired=2, token="t2")
+    assert provider.node_group == node_group_name(provider.target.owner, attempt=0)
+
+
+async def test_a_skipped_instance_type_is_reported_and_the_next_one_used(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    notify = Recorder()
+    provider = _provider(
+        _placement(cluster), endpoint_url=fault_proxy.url, uid=str(uuid.uuid4()), notify=notify
+    )
+    fault_proxy.add(ice())
+    await provider.scale(desired=1, token="t1")
+    assert provider.node_group == node_group_name(provider.target.owner, attempt=1)
+    assert notify.reasons() == ["InstanceTypeSkipped", "NodeGroupCreated"]
+    assert "p5.48xlarge" in notify.events[0][2]
+    state = await provider.describe()
+    assert not state.insufficient_capacity, "the placement runs on the type that had capacity"
+
+
+async def test_always_present_is_created_at_nodes_min_on_first_describe(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    provider = _provider(
+        _placement(cluster, lifecycle="AlwaysPresent", low=1),
+        endpoint_url=fault_proxy.url,
+        uid=str(uuid.uuid4()),
+        notify=Recorder(),
+    )
+    state = await provider.describe()
+    assert provider.node_group is not None
+    assert state.desired == 1 and state.min_size == 1
+    assert _desired(moto_server, cluster, provider.node_group) == 1
+
+
+async def test_delete_owned_removes_only_this_placements_node_groups(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    ours = _provider(
+        _placement(cluster), endpoint_url=fault_proxy.url, uid=str(uuid.uuid4()), notify=Recorder()
+    )
+    other = _provider(
+        _placement(cluster), endpoint_url=fault_proxy.url, uid=str(uuid.uuid4()), notify=Recorder()
+    )
+    await ours.scale(desired=1, token="a")
+    await other.scale(desired=1, token="b")
+    assert (await ours.scale_if_present(desired=0, token="c")) is not None
+    deleted = await ours.delete_owned()
+    assert deleted == [ours.node_group or node_group_name(ours.target.owner, attempt=0)]
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_server)
+    remaining = {
+        name: eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]["status"]
+        for name in _groups(moto_server, cluster)
+    }
+    assert remaining.get(other.node_group or "") not in (None, "DELETING")
+    assert remaining.get(deleted[0]) in (None, "DELETING")
+
+
+async def test_scale_if_present_never_creates(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    provider = _provider(
+        _placement(cluster, low=1),
+        endpoint_url=fault_proxy.url,
+        uid=str(uuid.uuid4()),
+        notify=Recorder(),
+    )
+    assert await provider.scale_if_present(desired=1, token="t") is None
+    assert fault_proxy.requests("CreateNodegroup") == [] and _groups(moto_server, cluster) == []
