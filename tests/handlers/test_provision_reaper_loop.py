@@ -171,7 +171,7 @@ async def test_sweep_reports_orphans_on_their_pool_or_the_lease_and_deletes_afte
 
 
 def test_live_pools_maps_uids_to_placement_names() -> None:
-    pools = [
+    pools: list[dict[str, Any]] = [
         {"metadata": {"uid": "u1"}, "spec": {"placements": [{"name": "a"}, {"name": "b"}]}},
         {"metadata": {}, "spec": {"placements": [{"name": "c"}]}},
     ]
