@@ -12,17 +12,19 @@ from kubernetes import client as sync_client
 from kubernetes_asyncio import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from crossfade.providers.capi_provisioner import (
-    ClusterApiProvisioner,
-    MachineDeploymentBlueprint,
-    TemplateRef,
-)
+from crossfade.providers.capi_provisioner import ClusterApiProvisioner, MachineDeploymentBlueprint
+from crossfade.providers.capi_templates import TemplateRef
 from crossfade.providers.provisioning import NodeGroupTemplate, Owner, Taint
 from crossfade.testing import capi_controller
-from crossfade.testing.controlplane import TestCluster
+from crossfade.testing.controlplane import TestCluster, upstream_crds
+from tests.providers.conformance import wait_until_served
 
 INFRASTRUCTURE_GROUP = "infrastructure.cluster.x-k8s.io"
+INFRASTRUCTURE_KIND = "DockerMachineTemplate"  # CAPD's: the upstream CRD the tests can install
+BOOTSTRAP_GROUP = "bootstrap.cluster.x-k8s.io"
+BOOTSTRAP_TEMPLATE = "gpu-workers"
 P5, P4D = "gpu-p5", "gpu-p4d"
+TEMPLATE_VERSION = "v1beta2"
 TEMPLATE = NodeGroupTemplate(
     instance_types=("p5.48xlarge", "p4d.24xlarge"),
     subnets=(),
@@ -43,13 +45,13 @@ def member(namespace: str) -> dict[str, Any]:
         "clusterName": "fleet",
         "version": "v1.33.1",
         "bootstrapConfigRef": {
-            "apiGroup": "bootstrap.cluster.x-k8s.io",
+            "apiGroup": BOOTSTRAP_GROUP,
             "kind": "KubeadmConfigTemplate",
-            "name": "gpu-workers",
+            "name": BOOTSTRAP_TEMPLATE,
         },
         "infrastructureTemplates": [
-            {"apiGroup": INFRASTRUCTURE_GROUP, "kind": "AWSMachineTemplate", "name": P5},
-            {"apiGroup": INFRASTRUCTURE_GROUP, "kind": "AWSMachineTemplate", "name": P4D},
+            {"apiGroup": INFRASTRUCTURE_GROUP, "kind": INFRASTRUCTURE_KIND, "name": P5},
+            {"apiGroup": INFRASTRUCTURE_GROUP, "kind": INFRASTRUCTURE_KIND, "name": P4D},
         ],
     }
 
@@ -63,7 +65,7 @@ def new_owner(placement: str = "capi-standby") -> Owner:
 
 
 def infrastructure_ref(name: str) -> TemplateRef:
-    return TemplateRef(api_group=INFRASTRUCTURE_GROUP, kind="AWSMachineTemplate", name=name)
+    return TemplateRef(api_group=INFRASTRUCTURE_GROUP, kind=INFRASTRUCTURE_KIND, name=name)
 
 
 def new_namespace(cluster: TestCluster) -> str:
@@ -73,6 +75,55 @@ def new_namespace(cluster: TestCluster) -> str:
             sync_client.V1Namespace(metadata=sync_client.V1ObjectMeta(name=name))
         )
     return name
+
+
+def install_template_crds(cluster: TestCluster) -> None:
+    """Install the upstream KubeadmConfigTemplate and DockerMachineTemplate CRDs."""
+    cluster.install_crds(upstream_crds("cluster-api-templates"))
+    wait_until_served(
+        cluster, group=BOOTSTRAP_GROUP, version=TEMPLATE_VERSION, plural="kubeadmconfigtemplates"
+    )
+    wait_until_served(
+        cluster,
+        group=INFRASTRUCTURE_GROUP,
+        version=TEMPLATE_VERSION,
+        plural="dockermachinetemplates",
+    )
+
+
+def create_templates(
+    cluster: TestCluster, namespace: str, *, infrastructure: tuple[str, ...]
+) -> None:
+    """Create the bootstrap template and the named infrastructure templates in ``namespace``."""
+    kubeadm = {"format": "cloud-config"}  # the CRD wants at least one field here
+    objects: list[tuple[str, str, str, str, dict[str, Any]]] = [
+        (
+            BOOTSTRAP_GROUP,
+            "kubeadmconfigtemplates",
+            "KubeadmConfigTemplate",
+            BOOTSTRAP_TEMPLATE,
+            kubeadm,
+        )
+    ]
+    objects += [
+        (INFRASTRUCTURE_GROUP, "dockermachinetemplates", INFRASTRUCTURE_KIND, name, {})
+        for name in infrastructure
+    ]
+    with cluster.api_client() as api:
+        custom = sync_client.CustomObjectsApi(api)
+        for group, plural, kind, name, spec in objects:
+            custom.create_namespaced_custom_object(
+                group,
+                TEMPLATE_VERSION,
+                namespace,
+                plural,
+                {
+                    "apiVersion": f"{group}/{TEMPLATE_VERSION}",
+                    "kind": kind,
+                    "metadata": {"name": name},
+                    "spec": {"template": {"spec": spec}},
+                },
+            )
 
 
 def machine_deployments(cluster: TestCluster, namespace: str) -> dict[str, dict[str, Any]]:
@@ -147,9 +198,19 @@ def provisioner_info_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="crossfade.providers")
 
 
+@pytest.fixture(scope="session")
+def capi_templates_cluster(capi_conformance_cluster: TestCluster) -> TestCluster:
+    """The Cluster API test cluster with the template CRDs installed too."""
+    install_template_crds(capi_conformance_cluster)
+    return capi_conformance_cluster
+
+
 @pytest.fixture
-def capi_prov_namespace(capi_conformance_cluster: TestCluster) -> str:
-    return new_namespace(capi_conformance_cluster)
+def capi_prov_namespace(capi_templates_cluster: TestCluster) -> str:
+    """A namespace holding the bootstrap template and both infrastructure templates."""
+    namespace = new_namespace(capi_templates_cluster)
+    create_templates(capi_templates_cluster, namespace, infrastructure=(P5, P4D))
+    return namespace
 
 
 @pytest.fixture

@@ -23,13 +23,14 @@ from crossfade.providers.registry import ProviderContext, build_provider
 from crossfade.testing import capi_controller
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster
 from tests.providers import capi_provisioning_support
+from tests.providers.capi_provisioning_support import capi_templates_cluster
 from tests.providers.conformance import (
     capi_conformance_cluster,
     documented_rbac,
     service_account_kubeconfig,
 )
 
-__all__ = ["capi_conformance_cluster"]
+__all__ = ["capi_conformance_cluster", "capi_templates_cluster"]
 
 pytestmark = pytest.mark.cluster
 
@@ -238,15 +239,21 @@ async def test_broken_secret_is_an_invalid_request_that_never_shows_its_content(
 
 async def test_documented_roles_are_enough_to_create_adopt_list_and_delete(
     management_cluster: TestCluster,
-    capi_conformance_cluster: TestCluster,
+    capi_templates_cluster: TestCluster,
     namespace: str,
     fleet: str,
     context: ProviderContext,
     built: list[Any],
 ) -> None:
-    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
+    cluster = capi_templates_cluster  # the Cluster API cluster, template CRDs installed
+    capi_provisioning_support.create_templates(
+        cluster,
+        fleet,
+        infrastructure=(capi_provisioning_support.P5, capi_provisioning_support.P4D),
+    )
+    kubeconfig = service_account_kubeconfig(cluster, namespace=fleet, name="cf")
     for role in (SCALE_ROLE, PROVISIONING_ROLE):
-        grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf", name=role)
+        grant_documented_role(cluster, namespace=fleet, account="cf", name=role)
     store_secret(
         management_cluster,
         namespace,
@@ -315,4 +322,9 @@ def test_docs_name_the_roles_the_tests_apply() -> None:
         (SCALE_ROLE, "machinedeployments/scale"): {"patch"},
         (SCALE_ROLE, "machines"): {"list"},
         (PROVISIONING_ROLE, "machinedeployments"): {"list", "create", "delete"},
+        (PROVISIONING_ROLE, "kubeadmconfigtemplates"): {"get"},
+        (PROVISIONING_ROLE, "awsmachinetemplates"): {"get"},
+        (PROVISIONING_ROLE, "gcpmachinetemplates"): {"get"},
+        (PROVISIONING_ROLE, "azuremachinetemplates"): {"get"},
+        (PROVISIONING_ROLE, "dockermachinetemplates"): {"get"},
     }

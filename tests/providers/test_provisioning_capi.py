@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
 from crossfade.api import parse_pool
 from crossfade.providers.capi import ClusterAPIProvider, MachineDeploymentRef
 from crossfade.providers.capi_provisioner import (
+    ClusterApiProvisioner,
     MachineDeploymentBlueprint,
     machine_deployment_manifest,
 )
@@ -35,6 +37,7 @@ from tests.providers.capi_provisioning_support import (
     ProvisionerFactory,
     blueprint,
     capi_prov_namespace,
+    capi_templates_cluster,
     controller,
     create_unlabelled,
     hold_finalizer,
@@ -52,6 +55,7 @@ from tests.providers.conformance import capi_conformance_cluster
 __all__ = [
     "capi_conformance_cluster",
     "capi_prov_namespace",
+    "capi_templates_cluster",
     "controller",
     "new_provisioner",
     "provisioner_info_logs",
@@ -255,6 +259,58 @@ async def test_another_pools_machine_deployment_is_not_adopted(
     with pytest.raises(OwnershipConflict):
         await provisioner.delete_owned(name=node_group_name(owner, attempt=0), owner=impostor)
     assert len(machine_deployments(capi_conformance_cluster, capi_prov_namespace)) == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "code"),
+    [
+        (
+            {"infrastructureTemplates": [infrastructure_ref("absent").to_wire()] * 2},
+            "TemplateNotFound",
+        ),
+        (
+            {"bootstrapConfigRef": {**member("x")["bootstrapConfigRef"], "name": "absent"}},
+            "TemplateNotFound",
+        ),
+        (
+            {
+                "infrastructureTemplates": [
+                    {"apiGroup": "infrastructure.example.com", "kind": "GpuBox", "name": P5}
+                ]
+                * 2
+            },
+            "TemplateKindNotServed",
+        ),
+        (
+            {
+                "infrastructureTemplates": [{**infrastructure_ref(P5).to_wire(), "kind": "GpuBox"}]
+                * 2
+            },
+            "TemplateKindNotServed",
+        ),
+    ],
+    ids=["infrastructure-missing", "bootstrap-missing", "group-not-served", "kind-not-served"],
+)
+async def test_template_that_does_not_exist_is_refused_before_any_create(
+    capi_templates_cluster: TestCluster,
+    capi_prov_namespace: str,
+    edit: dict[str, Any],
+    code: str,
+) -> None:
+    wire = {**member(capi_prov_namespace), **edit}
+    api = await capi_templates_cluster.async_api_client()
+    try:
+        provisioner = ClusterApiProvisioner(
+            blueprint=MachineDeploymentBlueprint.from_member(wire, placement="capi"), api=api
+        )
+        posts_before = machine_deployment_creates(capi_templates_cluster)
+        with pytest.raises(InvalidRequest) as caught:
+            await provisioner.ensure(owner=new_owner(), template=TEMPLATE, deletion_policy=RETAIN)
+    finally:
+        await api.close()
+    assert caught.value.code == code
+    assert machine_deployment_creates(capi_templates_cluster) == posts_before
+    assert machine_deployments(capi_templates_cluster, capi_prov_namespace) == {}
 
 
 def test_template_of_a_validated_cluster_api_placement_needs_no_node_role() -> None:

@@ -12,6 +12,7 @@ from tests.providers.capi_provisioning_support import (
     TEMPLATE,
     ProvisionerFactory,
     capi_prov_namespace,
+    capi_templates_cluster,
     controller,
     create_unlabelled,
     machine_deployments,
@@ -26,6 +27,7 @@ from tests.providers.conftest import FakeClock
 __all__ = [
     "capi_conformance_cluster",
     "capi_prov_namespace",
+    "capi_templates_cluster",
     "controller",
     "new_provisioner",
     "provisioner_info_logs",

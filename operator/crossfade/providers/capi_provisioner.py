@@ -7,6 +7,8 @@ for CAPA, CAPG, CAPZ, ...). Idempotent across crashes: candidate names are deter
 (the same keys as the EKS tags, deletion policy included), a create answered ``409
 AlreadyExists`` re-reads the object and adopts it only if its labels name the same owner, and
 a delete is conditional on the uid and resourceVersion whose labels were just checked.
+Before a create, the bootstrap and infrastructure templates it names must exist
+(``capi_templates.TemplateChecker``).
 Capacity trouble is read the way ``capi.ClusterAPIProvider.describe`` reads it (Machines
 failing with an infrastructure provider's capacity code); a MachineDeployment of ours with no
 ready replica and such failures is deleted and the next infrastructure template is tried.
@@ -34,6 +36,7 @@ from crossfade.providers.capi import (
     MachineDeploymentRef,
     kubeconfig_client,
 )
+from crossfade.providers.capi_templates import TemplateChecker, TemplateRef
 from crossfade.providers.errors import (
     InsufficientCapacity,
     InvalidRequest,
@@ -76,22 +79,6 @@ GONE = 404
 DELETE_ATTEMPTS = 3
 CREATED_STATUS = "Pending"
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class TemplateRef:
-    """A contract-versioned reference (``apiGroup``, ``kind``, ``name``) of Cluster API v1beta2."""
-
-    api_group: str
-    kind: str
-    name: str
-
-    def to_wire(self) -> dict[str, str]:
-        return {"apiGroup": self.api_group, "kind": self.kind, "name": self.name}
-
-    @classmethod
-    def from_wire(cls, wire: Mapping[str, Any]) -> TemplateRef:
-        return cls(api_group=str(wire["apiGroup"]), kind=str(wire["kind"]), name=str(wire["name"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +201,7 @@ class ClusterApiProvisioner:
     ) -> None:
         self.blueprint = blueprint
         self._api = as_source(api)
+        self._templates = TemplateChecker(self._api)
 
     @property
     def namespace(self) -> str:
@@ -318,6 +306,9 @@ class ClusterApiProvisioner:
         for name, instance_type, ref in candidates:
             if name in existing:
                 continue
+            # Before the first create only: a wrong reference fails here, with its name.
+            for template_ref in (self.blueprint.bootstrap_config_ref, ref):
+                await self._templates.check(template_ref, namespace=self.namespace)
             return await self._create(
                 owner=owner,
                 name=name,
