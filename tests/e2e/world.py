@@ -68,6 +68,7 @@ class OperatorProcess:
     identity: str = field(default_factory=lambda: f"op-{uuid.uuid4().hex[:6]}")
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_args: tuple[str, ...] = ()
 
     def start(self) -> OperatorProcess:
         log = self.log_path.open("ab")
@@ -89,6 +90,7 @@ class OperatorProcess:
                 self.identity,
                 "--period",
                 "1",
+                *self.extra_args,
             ],
             cwd=REPO_ROOT,
             env={**self.env, "KUBECONFIG": str(self.kubeconfig)},
@@ -277,7 +279,7 @@ class World:
     operators: list[OperatorProcess] = field(default_factory=list)
 
     # --- the operator -------------------------------------------------------------------
-    def operator(self) -> OperatorProcess:
+    def operator(self, *, extra_args: tuple[str, ...] = ()) -> OperatorProcess:
         env = dict(os.environ)
         env["CROSSFADE_AWS_ENDPOINT_URL"] = self.moto_url
         env["CROSSFADE_GKE_ENDPOINT"] = self.gke.endpoint
@@ -286,6 +288,7 @@ class World:
             namespace=self.namespace,
             log_path=self.tmp / f"operator-{len(self.operators)}.log",
             env=env,
+            extra_args=extra_args,
         )
         self.operators.append(op)
         return op.start()
@@ -368,3 +371,16 @@ def create_eks_nodegroup(moto_url: str) -> tuple[str, str]:
         scalingConfig={"minSize": 1, "maxSize": 2, "desiredSize": 2},
     )
     return cluster, nodegroup
+
+
+def eks_node_group_desired(moto_url: str, *, cluster: str, name: str) -> int:
+    """Return a node group's desired size, 0 while it does not exist (not created yet, or
+    deleted): the size a NodeSimulator of a node group crossfade creates should follow."""
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
+    try:
+        group = eks.describe_nodegroup(clusterName=cluster, nodegroupName=name)["nodegroup"]
+    except eks.exceptions.ResourceNotFoundException:
+        return 0
+    if group.get("status") == "DELETING":
+        return 0
+    return int(group["scalingConfig"]["desiredSize"])
