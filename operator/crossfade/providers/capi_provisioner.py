@@ -285,9 +285,12 @@ class ClusterApiProvisioner:
             self._check_owner(found, name=name, owner=owner)
             if found["metadata"].get("deletionTimestamp"):
                 continue
-            state = await ClusterAPIProvider(
-                ref=MachineDeploymentRef(self.namespace, name), api=self._api
-            ).describe()
+            try:
+                state = await ClusterAPIProvider(
+                    ref=MachineDeploymentRef(self.namespace, name), api=self._api
+                ).describe()
+            except NotFound:
+                continue  # deleted since the list; its name is free again on the next pass
             if state.insufficient_capacity and not state.ready:
                 # Ours and serving nothing: the infrastructure has no capacity for this
                 # template. Delete it (its Machines go with it) and try the next one.
