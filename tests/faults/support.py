@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import boto3
 import yaml
+from kubernetes import client as sync_client
 from kubernetes_asyncio import client as k8s_async
 from kubernetes_asyncio import watch as k8s_watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -27,12 +28,14 @@ from tests.e2e.world import (
     SERVICES,
     OperatorProcess,
     World,
+    eventually,
 )
 
 AWS_ALL = {"aws": 100, "gke": 0}
 GKE_ALL = {"aws": 0, "gke": 100}
 NODES_MAX = 2  # both placements of the e2e pool
 RECORDER_RETRY_S = 0.2
+RECORDER_CATCH_UP_S = 30.0
 
 
 def restart_in_place(world: World, killed: OperatorProcess) -> OperatorProcess:
@@ -151,11 +154,24 @@ class RouteRecorder:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        # Every version up to the current one is seen before the recording ends.
+        await eventually(
+            lambda: self.versions and self.versions[-1][0] == self._current_version(),
+            timeout_s=RECORDER_CATCH_UP_S,
+            what="the route recorder catching up with the HTTPRoute",
+        )
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._api.close()
+
+    def _current_version(self) -> str:
+        with self._world.cluster.api_client() as api:
+            route: dict[str, Any] = sync_client.CustomObjectsApi(api).get_namespaced_custom_object(
+                GATEWAY_GROUP, GATEWAY_VERSION, self._world.namespace, "httproutes", ROUTE_NAME
+            )
+        return str(route["metadata"]["resourceVersion"])
 
     def _record(self, route: dict[str, Any]) -> None:
         version = str(route["metadata"]["resourceVersion"])

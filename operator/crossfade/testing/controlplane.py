@@ -241,6 +241,14 @@ class ManagedProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=STOP_GRACE_S)
 
+    def kill(self) -> None:
+        """SIGKILL at once, as a crash or an OOM kill: no graceful shutdown, no drain."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=STOP_GRACE_S)
+
     def pause(self) -> None:
         """Freeze the process (SIGSTOP): its sockets stay open, nothing answers."""
         self._signal(signal.SIGSTOP)
@@ -566,9 +574,17 @@ class TestCluster:
         if self.process is not None:
             self.process.stop()
 
-    def restart(self) -> None:
-        """Stop the apiserver (SIGTERM, as a rolling upgrade would) and start it again."""
-        self.stop()
+    def restart(self, *, graceful: bool = True) -> None:
+        """Stop the apiserver and start it again on the same port.
+
+        ``graceful`` stops it with SIGTERM as a rolling upgrade would (it drains open
+        watches first, up to STOP_GRACE_S); otherwise it is killed as in a crash, which
+        keeps the outage down to the start-up time.
+        """
+        if graceful:
+            self.stop()
+        elif self.process is not None:
+            self.process.kill()
         self.start()
 
     def peak_rss_kib(self) -> int | None:
