@@ -74,10 +74,10 @@ FIELD_MANAGER = "crossfade"
 # Always: Cluster API keeps the taint on the Node (re-adds it if removed), as a node group's
 # own taints are kept by EKS and GKE. Needs the MachineTaintPropagation feature gate.
 TAINT_PROPAGATION = "Always"
-ALREADY_EXISTS = 409
+CONFLICT = 409  # AlreadyExists on a create, a failed precondition on a delete
 GONE = 404
 DELETE_ATTEMPTS = 3
-CREATED_STATUS = "Pending"
+UNREPORTED_PHASE = "Pending"  # before the controller writes status.phase
 _T = TypeVar("_T")
 
 
@@ -187,7 +187,7 @@ def _labels(deployment: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _phase(deployment: Mapping[str, Any]) -> str:
-    return str((deployment.get("status") or {}).get("phase") or CREATED_STATUS)
+    return str((deployment.get("status") or {}).get("phase") or UNREPORTED_PHASE)
 
 
 class ClusterApiProvisioner:
@@ -351,7 +351,7 @@ class ClusterApiProvisioner:
                 field_manager=FIELD_MANAGER,
             )
         except ApiException as error:
-            if error.status != ALREADY_EXISTS:
+            if error.status != CONFLICT:
                 raise map_api_exception(error, what=f"create MachineDeployment {name}") from None
             # Our own earlier create (a lost reply, another replica) or someone else's object.
             found = await self._get(name)
@@ -427,7 +427,7 @@ class ClusterApiProvisioner:
             except ApiException as error:
                 if error.status == GONE:
                     return False
-                if error.status == ALREADY_EXISTS:  # 409: a precondition no longer holds
+                if error.status == CONFLICT:  # a precondition no longer holds: read again
                     continue
                 raise map_api_exception(error, what=f"delete MachineDeployment {name}") from None
             except TRANSPORT_ERRORS as error:
