@@ -260,4 +260,6 @@ class EksNodeGroupProvisioner:
         return True
 
     def _log(self, message: str, **fields: str) -> None:
-        log.info(message, extra={"cluster": self.cluster, **fields})
+        # ``name`` is a LogRecord attribute: logging raises KeyError on it as an extra key.
+        node_group = fields.pop("name", "")
+        log.info(message, extra={"cluster": self.cluster, "node_group": node_group, **fields})
