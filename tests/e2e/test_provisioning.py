@@ -1,0 +1,387 @@
+"""End-to-end provisioning: `crossfade run` creates an OnDemand EKS standby on failover,
+deletes it with the pool (deletionPolicy Delete), and its reaper reports an orphan.
+
+The primary is a GKE node pool (GKE test server); the standby is an EKS placement with a
+template and ``lifecycle: OnDemand`` whose node group does not exist until the primary fails.
+The operator reaches moto through a fault proxy that only records, so the test counts the
+CreateNodegroup calls the operator made. Nodes of the created node group appear in the "aws"
+apiserver through a NodeSimulator that follows its (deterministic) name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from crossfade.providers.aws_eks import AwsProviderContext
+from crossfade.providers.provisioner_registry import provisioner_for
+from crossfade.providers.provisioning import (
+    DeletionPolicyTag,
+    Owner,
+    node_group_name,
+    template_from_placement,
+)
+from crossfade.providers.registry import ProviderContext
+from crossfade.testing.aws_faults import FaultProxy
+from crossfade.testing.controlplane import TestCluster
+from crossfade.testing.inference_server import Behaviour, FakeInferenceServer
+from crossfade.testing.node_simulator import NodeSimulator, SimulatedNodeGroup
+
+from .world import (
+    ACCOUNT,
+    GCP_LOCATION,
+    GCP_PROJECT,
+    GKE_CLUSTER,
+    GROUP,
+    PLURAL,
+    POOL_NAME,
+    REGION,
+    SERVICES,
+    VERSION,
+    World,
+    eks_node_group_desired,
+    eventually,
+    gke_test_server,
+    http_route,
+    kubeconfig_secret,
+    service,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TIMEOUT_S = 90.0
+REAPER_INTERVAL_S = 2
+
+
+def pool_manifest(
+    namespace: str, *, gke_url: str, aws_url: str, node_pool: str, eks_cluster: str
+) -> dict[str, Any]:
+    """GKE primary (2 nodes), EKS OnDemand standby from a template, deletionPolicy Delete."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferencePool",
+        "metadata": {"name": POOL_NAME, "namespace": namespace},
+        "spec": {
+            "placements": [
+                {
+                    "name": "gke",
+                    "priority": 100,
+                    "role": "Primary",
+                    "provider": {
+                        "type": "GKENodePool",
+                        "gkeNodePool": {
+                            "project": GCP_PROJECT,
+                            "location": GCP_LOCATION,
+                            "cluster": GKE_CLUSTER,
+                            "nodePool": node_pool,
+                        },
+                    },
+                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
+                    "nodes": {"min": 1, "max": 2},
+                    "clusterRef": {"name": "gcp-kubeconfig", "key": "value"},
+                    "backendRef": {"kind": "Service", "name": SERVICES["gke"], "port": 8000},
+                    "endpoint": {"url": gke_url},
+                },
+                standby_placement(aws_url=aws_url, eks_cluster=eks_cluster),
+            ],
+            "healthCheck": {
+                "inference": {
+                    "periodSeconds": 1,
+                    "timeoutSeconds": 1,
+                    "failureThreshold": 2,
+                    "successThreshold": 2,
+                    "initialDelaySeconds": 0,
+                },
+            },
+            "traffic": {
+                "mode": "ActivePassive",
+                "stepPercent": 50,
+                "gatewayAPI": {"httpRouteRef": {"name": "chat"}},
+            },
+            "failover": {
+                "automatic": True,
+                "tolerationSeconds": 0,
+                "failbackDelaySeconds": 600,
+                "warmStandbyNodes": 0,
+                "maxFailoversPerHour": 10,
+            },
+            "deletionPolicy": "Delete",
+        },
+    }
+
+
+def standby_placement(*, aws_url: str, eks_cluster: str) -> dict[str, Any]:
+    return {
+        "name": "aws",
+        "priority": 50,
+        "role": "Standby",
+        "lifecycle": "OnDemand",
+        "provider": {
+            "type": "EKSNodeGroup",
+            "eksNodeGroup": {"region": REGION, "cluster": eks_cluster, "nodegroup": "unused"},
+        },
+        "template": {
+            "instanceTypes": ["g6.xlarge", "g5.xlarge"],
+            "subnets": ["subnet-a", "subnet-b"],
+            "nodeRole": f"arn:aws:iam::{ACCOUNT}:role/node",
+        },
+        "accelerator": {"type": "nvidia-l4", "perNode": 1},
+        "nodes": {"min": 0, "max": 2},
+        "clusterRef": {"name": "aws-kubeconfig", "key": "value"},
+        "backendRef": {"kind": "Service", "name": SERVICES["aws"], "port": 8000},
+        "endpoint": {"url": aws_url},
+    }
+
+
+@dataclass
+class ProvisioningWorld:
+    world: World
+    proxy: FaultProxy
+    eks_cluster: str
+    uid: str
+
+    @property
+    def created_name(self) -> str:
+        owner = Owner(
+            namespace=self.world.namespace, pool=POOL_NAME, placement="aws", pool_uid=self.uid
+        )
+        return node_group_name(owner, attempt=0)
+
+    def eks(self) -> Any:
+        return boto3.client("eks", region_name=REGION, endpoint_url=self.world.moto_url)
+
+    def node_group_status(self, name: str) -> str | None:
+        try:
+            group = self.eks().describe_nodegroup(clusterName=self.eks_cluster, nodegroupName=name)
+        except self.eks().exceptions.ResourceNotFoundException:
+            return None
+        return str(group["nodegroup"]["status"])
+
+    def events(self, reason: str, *, involved: str = POOL_NAME) -> list[str]:
+        with self.world.cluster.api_client() as api:
+            items = client.CoreV1Api(api).list_namespaced_event(self.world.namespace).items
+        return [
+            str(e.message)
+            for e in items
+            if e.reason == reason and e.involved_object.name == involved
+        ]
+
+    def pool_exists(self) -> bool:
+        try:
+            self.world.pool()
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+
+@pytest.fixture
+async def provisioning_world(
+    e2e_crds: TestCluster,
+    cloud_clusters: dict[str, TestCluster],
+    namespace: str,
+    moto_server: str,
+    aws_env: None,
+    tmp_path: Path,
+) -> AsyncIterator[ProvisioningWorld]:
+    eks_cluster = f"prod-{uuid.uuid4().hex[:8]}"
+    boto3.client("eks", region_name=REGION, endpoint_url=moto_server).create_cluster(
+        name=eks_cluster,
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cluster",
+        resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
+    )
+    proxy = FaultProxy(upstream=moto_server).start()
+    node_pool = f"gpu-{uuid.uuid4().hex[:6]}"
+    aws_server, gke_server = FakeInferenceServer(), FakeInferenceServer()
+    aws_url, gke_url = await aws_server.start(), await gke_server.start()
+    aws_api = await cloud_clusters["aws"].async_api_client()
+    gcp_api = await cloud_clusters["gcp"].async_api_client()
+    sim_stop = asyncio.Event()
+    sim_tasks: list[asyncio.Task[None]] = []
+    with gke_test_server() as gke:
+        full_name = (
+            f"projects/{GCP_PROJECT}/locations/{GCP_LOCATION}/clusters/{GKE_CLUSTER}"
+            f"/nodePools/{node_pool}"
+        )
+        gke.state.add_pool(full_name, node_count=2)
+        e2e_crds.apply_manifest(
+            [
+                service(SERVICES["aws"], namespace),
+                service(SERVICES["gke"], namespace),
+                http_route(namespace, aws_weight=0, gke_weight=100),
+                kubeconfig_secret("aws-kubeconfig", namespace, cloud_clusters["aws"]),
+                kubeconfig_secret("gcp-kubeconfig", namespace, cloud_clusters["gcp"]),
+            ],
+            namespace=namespace,
+        )
+        e2e_crds.apply_manifest(
+            [
+                pool_manifest(
+                    namespace,
+                    gke_url=gke_url,
+                    aws_url=aws_url,
+                    node_pool=node_pool,
+                    eks_cluster=eks_cluster,
+                )
+            ],
+            namespace=namespace,
+        )
+        world = World(
+            cluster=e2e_crds,
+            namespace=namespace,
+            moto_url=proxy.url,
+            gke=gke,
+            aws_server=aws_server,
+            gke_server=gke_server,
+            eks_cluster=eks_cluster,
+            nodegroup="unused",
+            node_pool_name=full_name,
+            tmp=tmp_path,
+        )
+        pw = ProvisioningWorld(
+            world=world, proxy=proxy, eks_cluster=eks_cluster, uid=world.pool()["metadata"]["uid"]
+        )
+        created = pw.created_name
+
+        async def created_desired() -> int:
+            return await asyncio.to_thread(
+                eks_node_group_desired, moto_server, cluster=eks_cluster, name=created
+            )
+
+        async def gke_desired() -> int:
+            return gke.state.node_count(full_name)
+
+        sims = [
+            NodeSimulator(
+                api=aws_api,
+                group=SimulatedNodeGroup.eks(created, accelerators_per_node=1, boot_delay_s=1.0),
+                desired_size=created_desired,
+            ),
+            NodeSimulator(
+                api=gcp_api,
+                group=SimulatedNodeGroup.gke(node_pool, accelerators_per_node=1, boot_delay_s=1.0),
+                desired_size=gke_desired,
+            ),
+        ]
+        sim_tasks = [asyncio.create_task(sim.run(period_s=0.5, stop=sim_stop)) for sim in sims]
+        try:
+            yield pw
+        finally:
+            for op in world.operators:
+                op.stop()
+            sim_stop.set()
+            await asyncio.gather(*sim_tasks, return_exceptions=True)
+            await aws_api.close()
+            await gcp_api.close()
+            await aws_server.stop()
+            await gke_server.stop()
+            proxy.stop()
+            with contextlib.suppress(ApiException):
+                print("\n--- pool status ---\n" + json.dumps(world.pool().get("status"), indent=1))
+            for index, op in enumerate(world.operators):
+                print(f"\n--- operator {index} log tail ---\n{op.log_tail(80)}")
+
+
+async def leave_orphan(pw: ProvisioningWorld, moto_url: str) -> str:
+    """Create the node group a deleted pool ("old-chat", Retain) left in the EKS cluster."""
+    placement = standby_placement(aws_url="http://127.0.0.1:1", eks_cluster=pw.eks_cluster)
+    context = ProviderContext(aws=AwsProviderContext(endpoint_url=moto_url))
+    owner = Owner(
+        namespace=pw.world.namespace, pool="old-chat", placement="aws", pool_uid=str(uuid.uuid4())
+    )
+    result = await provisioner_for(placement, context).ensure(
+        owner=owner,
+        template=template_from_placement(placement),
+        deletion_policy=DeletionPolicyTag.RETAIN,
+    )
+    return result.name
+
+
+def placement_reason(world: World, name: str) -> str | None:
+    for placement in (world.pool().get("status") or {}).get("placements") or ():
+        if placement.get("name") == name:
+            return str(placement.get("reason"))
+    return None
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        if all(f'{key}="{value}"' in line for key, value in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+async def test_on_demand_standby_is_created_on_failover_deleted_with_the_pool_and_orphans_reported(
+    provisioning_world: ProvisioningWorld, moto_server: str
+) -> None:
+    pw, world = provisioning_world, provisioning_world.world
+    orphan = await leave_orphan(pw, moto_server)
+    op = world.operator(extra_args=("--reaper-interval-seconds", str(REAPER_INTERVAL_S)))
+    await op.wait_ready()
+
+    # Steady state: all traffic on GKE; the standby is a cold one whose node group does not
+    # exist (the engine sees 0 nodes, reason NoNodes).
+    await eventually(
+        lambda: (
+            placement_reason(world, "gke") == "Healthy"
+            and placement_reason(world, "aws") == "NoNodes"
+        ),
+        timeout_s=TIMEOUT_S,
+        what="GKE healthy, the cold standby seen with no nodes",
+    )
+    assert world.route_weights() == {"aws": 0, "gke": 100}
+    assert pw.node_group_status(pw.created_name) is None
+    assert pw.proxy.requests("CreateNodegroup") == []
+
+    # The reaper reports the orphan the deleted pool left (an Event on that pool, a metric).
+    await eventually(
+        lambda: pw.events("OrphanRetained", involved="old-chat"),
+        timeout_s=TIMEOUT_S,
+        what="OrphanRetained Event on the deleted pool",
+    )
+    assert orphan in pw.events("OrphanRetained", involved="old-chat")[0]
+    retained = metric_value(op.metrics(), "crossfade_orphan_node_groups", action="OrphanRetained")
+    assert retained == 1.0
+
+    # Primary fails: the operator creates the standby's node group, scales it, shifts traffic.
+    world.gke_server.set_behaviour(Behaviour.ERROR_5XX, status=503)
+    await eventually(
+        lambda: world.route_weights() == {"aws": 100, "gke": 0},
+        timeout_s=TIMEOUT_S,
+        what="all traffic on the created aws standby",
+    )
+    assert len(pw.proxy.requests("CreateNodegroup")) == 1, "created exactly once"
+    assert pw.node_group_status(pw.created_name) == "ACTIVE"
+    assert eks_node_group_desired(moto_server, cluster=pw.eks_cluster, name=pw.created_name) == 2
+    assert [m for m in pw.events("NodeGroupCreated") if pw.created_name in m]
+    created = metric_value(
+        op.metrics(), "crossfade_node_group_provisioning_total", outcome="created", placement="aws"
+    )
+    assert created == 1.0
+    assert orphan != pw.created_name and pw.node_group_status(orphan) == "ACTIVE"
+
+    # Delete the pool (deletionPolicy Delete): its created node group goes, the orphan stays.
+    world.gke_server.set_behaviour(Behaviour.HEALTHY)
+    with world.cluster.api_client() as api:
+        client.CustomObjectsApi(api).delete_namespaced_custom_object(
+            GROUP, VERSION, world.namespace, PLURAL, POOL_NAME
+        )
+    await eventually(lambda: not pw.pool_exists(), timeout_s=TIMEOUT_S, what="pool finalized")
+    assert pw.node_group_status(pw.created_name) in (None, "DELETING")
+    assert pw.node_group_status(orphan) == "ACTIVE", "never another pool's node group"
+    assert world.route_weights() == {"aws": 0, "gke": 100}, "traffic left the deleted group"
+    assert len(pw.proxy.requests("CreateNodegroup")) == 1
