@@ -87,6 +87,8 @@ def test_default_install_is_two_replicas_one_active_with_a_pdb_and_spread() -> N
         "--health-port=8080",
         "--lease-namespace=ops",
         "--lease-name=crossfade-leader",
+        "--reaper-interval-seconds=600",
+        "--reaper-grace-period-seconds=3600",
     ]
     pod_name = next(env for env in container["env"] if env["name"] == "POD_NAME")
     assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
