@@ -97,6 +97,13 @@ class PlacementStatus(ApiModel):
     last_transition_time: datetime | None = Field(
         default=None, description="When health last changed."
     )
+    node_group: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=DNS_LABEL_MAX_CHARS,
+        description="Templated placements: the node group (node pool, MachineDeployment) "
+        "crossfade created or adopted for it; absent while none exists.",
+    )
 
 
 class HistoryEntry(ApiModel):
