@@ -23,7 +23,7 @@ from crossfade.handlers.wiring import SharedClients, WiringError, build_runtime
 from crossfade.logging import log_context
 from crossfade.providers.base import idempotency_token
 from crossfade.providers.errors import ProviderError
-from crossfade.providers.provisioned import ProvisionedProvider
+from crossfade.providers.provisioned import provisioned_of
 from crossfade.routers.base import RouterError
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ async def _finalize(
             doomed = {
                 placement_name
                 for placement_name, provider in runtime.providers.items()
-                if policy_name == DELETION_DELETE and _provisioned(provider) is not None
+                if policy_name == DELETION_DELETE and provisioned_of(provider) is not None
             }
             keep = next(
                 (p.name for p in policy.placements if p.min_nodes > 0 and p.name not in doomed),
@@ -358,7 +358,7 @@ async def _finalize(
                     await _delete_created(body, provider)
                     continue
                 token = idempotency_token(key, "delete", placement.name, placement.min_nodes)
-                templated = _provisioned(provider)
+                templated = provisioned_of(provider)
                 try:
                     if templated is not None:
                         await templated.scale_if_present(desired=placement.min_nodes, token=token)
@@ -379,18 +379,9 @@ async def _finalize(
     log.info("pool finalized with deletionPolicy %s", policy_name)
 
 
-def _provisioned(provider: Any) -> ProvisionedProvider | None:
-    """Return the ProvisionedProvider under a provider's wrappers (metrics, node sizing)."""
-    while provider is not None:
-        if isinstance(provider, ProvisionedProvider):
-            return provider
-        provider = getattr(provider, "inner", None)
-    return None
-
-
 async def _delete_created(body: kopf.Body, provider: Any) -> None:
     """Delete the node groups crossfade created for one placement (deletionPolicy Delete)."""
-    provisioned = _provisioned(provider)
+    provisioned = provisioned_of(provider)
     if provisioned is None:
         return
     placement = provisioned.target.owner.placement

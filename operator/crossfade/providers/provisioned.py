@@ -97,6 +97,21 @@ def placement_with_node_group(placement: Mapping[str, Any], name: str) -> dict[s
     return {**placement, "provider": {**provider, member_field: member}}
 
 
+def provisioned_of(provider: object) -> ProvisionedProvider | None:
+    """Return the ProvisionedProvider under a provider's wrappers (each keeps it as ``inner``)."""
+    while provider is not None:
+        if isinstance(provider, ProvisionedProvider):
+            return provider
+        provider = getattr(provider, "inner", None)
+    return None
+
+
+def node_group_of(provider: object) -> str | None:
+    """Return the node group a templated placement's provider uses, None for any other."""
+    provisioned = provisioned_of(provider)
+    return provisioned.node_group if provisioned is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class ProvisionedTarget:
     """What a ProvisionedProvider creates: whose, from which template, under which policy."""
