@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from crossfade.engine.observations import (
     NodeObservation,
@@ -23,9 +24,19 @@ NodesFn = Callable[[], Awaitable[NodeObservation | None]]
 CloudFn = Callable[[], Awaitable[ProviderObservation]]
 
 
+class ObservationFeed(Protocol):
+    """Observations made outside the pass (scheduled probes), handed over once per pass."""
+
+    async def drain(self) -> Observations: ...
+
+
 @dataclass(frozen=True, slots=True)
 class PlacementObservers:
-    """How to observe one placement; any part may be missing (then it is not observed)."""
+    """How to observe one placement; any part may be missing (then it is not observed).
+
+    ``probe`` runs inside the pass; the operator leaves it None and schedules the inference
+    probe instead (handlers/probe_feed.py), so a slow endpoint cannot stretch a pass.
+    """
 
     placement: str
     probe: ProbeFn | None = None
@@ -76,12 +87,15 @@ async def gather_observations(
     *,
     routers: Sequence[TrafficRouter],
     now: float,
+    feed: ObservationFeed | None = None,
 ) -> tuple[Observations, TrafficReading]:
     """Run every observer of every placement at once and bundle the results.
 
-    An observer that raises (it should not: probes turn failures into observations) is
-    logged and its failure kept as evidence in ``Observations.errors``.
+    ``feed`` adds what scheduled probes delivered since the previous pass. An observer
+    that raises (it should not: probes turn failures into observations) is logged and its
+    failure kept as evidence in ``Observations.errors``.
     """
+    scheduled = await feed.drain() if feed is not None else Observations()
     tasks: list[tuple[str, str, Awaitable[object]]] = []
     for item in observers:
         for kind, fn in (("probe", item.probe), ("nodes", item.nodes), ("cloud", item.cloud)):
@@ -89,10 +103,10 @@ async def gather_observations(
                 tasks.append((item.placement, kind, fn()))
     results = await asyncio.gather(*(t[2] for t in tasks), return_exceptions=True)
     traffic = await read_traffic(routers, now=now)
-    probes: list[ProbeResult] = []
-    nodes: list[NodeObservation] = []
-    providers: list[ProviderObservation] = []
-    errors: list[str] = list(traffic.errors)
+    probes: list[ProbeResult] = list(scheduled.probes)
+    nodes: list[NodeObservation] = list(scheduled.nodes)
+    providers: list[ProviderObservation] = list(scheduled.providers)
+    errors: list[str] = [*traffic.errors, *scheduled.errors]
     for (placement, kind, _), result in zip(tasks, results, strict=True):
         if isinstance(result, BaseException):
             if isinstance(result, asyncio.CancelledError):

@@ -23,6 +23,7 @@ from crossfade.handlers.health import ProcessHealth, start_server
 from crossfade.handlers.leadership import LeaseElector, LeaseRef
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.pools import OperatorContext, register
+from crossfade.handlers.probe_feed import ScheduledProbes
 from crossfade.handlers.reaper_loop import (
     DEFAULT_INTERVAL_S,
     ReaperLoop,
@@ -180,6 +181,7 @@ async def _run_kopf(
             provider_metrics=ProviderMetrics(registry=metrics.registry),
             provider_context=provider_context,
             provisioning_metrics=ProvisioningMetrics(metrics.registry),
+            probes=ScheduledProbes(),
         )
         if reaper_metrics is not None:
             # kopf (and so this loop) runs only while this replica holds the Lease.

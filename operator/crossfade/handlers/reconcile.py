@@ -30,7 +30,12 @@ from crossfade.engine.weights import WEIGHT_TOTAL, all_to
 from crossfade.handlers import manual as manual_mod
 from crossfade.handlers.executor import ExecutionReport, ExecutorMetrics, execute
 from crossfade.handlers.manual import ManualControl, ManualControlError
-from crossfade.handlers.observe import PlacementObservers, TrafficReading, gather_observations
+from crossfade.handlers.observe import (
+    ObservationFeed,
+    PlacementObservers,
+    TrafficReading,
+    gather_observations,
+)
 from crossfade.handlers.status import (
     merge_conditions,
     merge_history,
@@ -81,6 +86,8 @@ class PoolRuntime:
     state: PoolState | None = None
     manual_seen: str = "automatic"
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
+    # Scheduled inference probes (handlers/probe_feed.py); each pass drains what arrived.
+    probe_feed: ObservationFeed | None = None
 
     async def close(self) -> None:
         """Release what the runtime holds (node watches); the pool's state stays."""
@@ -266,7 +273,7 @@ async def reconcile_once(
         runtime.manual_seen = control.describe()
 
     observations, traffic = await gather_observations(
-        runtime.observers, routers=runtime.routers, now=now
+        runtime.observers, routers=runtime.routers, now=now, feed=runtime.probe_feed
     )
     previous = runtime.state if runtime.state is not None else load_state(annotations)
     decision = decide(spec, previous, observations, now)

@@ -25,13 +25,16 @@ from crossfade.api.policy import InferenceCheck
 from crossfade.engine.observations import NodeObservation, ProbeResult, ProviderObservation
 from crossfade.handlers.object_events import ObjectRef, post_event
 from crossfade.handlers.observe import PlacementObservers
+from crossfade.handlers.probe_feed import PoolProbeFeed, ScheduledProbes
 from crossfade.handlers.reconcile import PoolRuntime
 from crossfade.probes.breaker import BreakerRegistry
 from crossfade.probes.cloud import CloudProbe
 from crossfade.probes.inference import InferenceProbeConfig, probe_inference
 from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
 from crossfade.probes.nodes import NodeCache
+from crossfade.probes.scheduler import ProbeSpec
 from crossfade.probes.secret_headers import SecretHeaders, load_secret_headers
+from crossfade.probes.specs import inference_spec
 from crossfade.providers.base import CapacityProvider, NodeGroupState, ScaleResult
 from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.kubeconfig import KUBECONFIG_SECRET_KEY, api_client_from_secret
@@ -94,9 +97,14 @@ class SharedClients:
     # the same one as their capacity providers (None: templated placements cannot be built).
     provider_context: Any = None
     provisioning_metrics: ProvisioningMetrics | None = None
+    # The process's probe scheduler: each pool's inference probes run on their own period
+    # (None: probes run inside each pass, as one-shot tools and unit tests want).
+    probes: ScheduledProbes | None = None
 
     async def close(self) -> None:
-        """Close every client this object owns."""
+        """Close every client this object owns (probe tasks first: they use ``http``)."""
+        if self.probes is not None:
+            await self.probes.close()
         await self.node_caches.close()
         for api in self.cluster_clients.values():
             await api.close()
@@ -293,6 +301,15 @@ def probe_config(
     return InferenceProbeConfig.from_check(check, url=str(url), headers=headers)
 
 
+def probe_period_s(spec: Mapping[str, Any]) -> float:
+    """Return healthCheck.inference.periodSeconds (the API's default when unset)."""
+    raw = (spec.get("healthCheck") or {}).get("inference") or {}
+    try:
+        return float(InferenceCheck.model_validate(raw).period_seconds)
+    except ValueError as exc:
+        raise WiringError("InvalidHealthCheck", f"healthCheck.inference: {exc}") from None
+
+
 async def probe_headers(
     spec: Mapping[str, Any], *, namespace: str, clients: SharedClients
 ) -> SecretHeaders | None:
@@ -399,6 +416,7 @@ async def build_runtime(
     providers: dict[str, CapacityProvider] = {}
     raw_providers: dict[str, CapacityProvider] = {}
     closers: list[Callable[[], Awaitable[None]]] = []
+    scheduled: list[ProbeSpec] = []
     headers: SecretHeaders | None = None
     try:
         headers = await probe_headers(spec, namespace=namespace, clients=clients)
@@ -410,7 +428,17 @@ async def build_runtime(
         if clients.http is not None:
             try:
                 config = probe_config(placement, spec, headers=headers)
-                probe = _probe_fn(clients.http, placement=pname, config=config)
+                if clients.probes is not None:
+                    scheduled.append(
+                        inference_spec(
+                            clients.http,
+                            placement=pname,
+                            config=config,
+                            period_s=probe_period_s(spec),
+                        )
+                    )
+                else:
+                    probe = _probe_fn(clients.http, placement=pname, config=config)
             except WiringError as exc:
                 problems.append(exc)
         cloud = None
@@ -477,7 +505,16 @@ async def build_runtime(
         )
     except RouterError as exc:
         raise WiringError(exc.reason, exc.message) from exc
+    feed: PoolProbeFeed | None = None
+    if clients.probes is not None:
+        # Made last, once nothing can fail: the feed takes the pool's probes over.
+        feed = clients.probes.feed(f"{namespace}/{name}", scheduled)
+        closers.append(feed.close)
     runtime = PoolRuntime(
-        observers=observers, providers=providers, routers=routers, closers=closers
+        observers=observers,
+        providers=providers,
+        routers=routers,
+        closers=closers,
+        probe_feed=feed,
     )
     return runtime, problems

@@ -1,0 +1,76 @@
+"""Inference probes on their own period: one ProbeScheduler per process, drained by each pass.
+
+A pass that awaited its probes would last as long as the slowest endpoint (up to the probe
+timeout) and probe only as often as passes run. Here every placement's inference probe is
+a task of the process-wide ``ProbeScheduler`` (jittered period, per-pool and global
+concurrency bounds, hard timeout) writing into an ``ObservationBuffer``; a pass only takes
+what arrived since the previous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from crossfade.engine.observations import Observations
+from crossfade.probes.buffer import ObservationBuffer
+from crossfade.probes.scheduler import ProbeScheduler, ProbeSpec
+
+
+class ScheduledProbes:
+    """The process's probe scheduler and the buffer it fills; pools get a ``PoolProbeFeed``.
+
+    ``scheduler_options`` go to ``ProbeScheduler`` (concurrency bounds, jitter, rng, clocks).
+    """
+
+    def __init__(self, **scheduler_options: Any) -> None:
+        self.buffer = ObservationBuffer()
+        self.scheduler = ProbeScheduler(
+            sink=self.buffer.add, error_sink=self.buffer.add_error, **scheduler_options
+        )
+        # The newest feed of each pool key. A runtime rebuilt for a new spec generation
+        # takes over from the old one, whose close must then leave the probes running:
+        # the new feed's first drain keeps every probe whose configuration did not change.
+        self._owners: dict[str, PoolProbeFeed] = {}
+
+    def feed(self, pool: str, specs: Sequence[ProbeSpec]) -> PoolProbeFeed:
+        """Return the feed of ``pool`` running ``specs`` (from its first drain) and own it."""
+        feed = PoolProbeFeed(self, pool=pool, specs=tuple(specs))
+        self._owners[pool] = feed
+        return feed
+
+    def owns(self, feed: PoolProbeFeed) -> bool:
+        return self._owners.get(feed.pool) is feed
+
+    async def stop(self, feed: PoolProbeFeed) -> None:
+        """Stop the pool's probes and drop what they buffered, if ``feed`` is the newest."""
+        if not self.owns(feed):
+            return
+        del self._owners[feed.pool]
+        await self.scheduler.remove_pool(feed.pool)
+        self.buffer.forget(feed.pool)
+
+    async def close(self) -> None:
+        """Stop every probe task (before the HTTP session they use is closed)."""
+        self._owners.clear()
+        await self.scheduler.close()
+
+
+class PoolProbeFeed:
+    """One pool's scheduled probes: ``drain`` once per pass, ``close`` with the runtime."""
+
+    def __init__(self, probes: ScheduledProbes, *, pool: str, specs: tuple[ProbeSpec, ...]) -> None:
+        self.pool = pool
+        self.specs = specs
+        self._probes = probes
+        self._running = False
+
+    async def drain(self) -> Observations:
+        """Return the probe results (and probe errors) delivered since the last drain."""
+        if not self._running and self._probes.owns(self):
+            self._running = True
+            await self._probes.scheduler.set_pool(self.pool, self.specs)
+        return self._probes.buffer.drain(self.pool)
+
+    async def close(self) -> None:
+        await self._probes.stop(self)
