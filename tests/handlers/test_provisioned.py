@@ -12,15 +12,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from crossfade.engine.observations import ProviderErrorKind
+from crossfade.handlers.wiring import SharedClients, build_runtime, registry_provider_factory
 from crossfade.providers.aws_eks import AwsProviderContext
 from crossfade.providers.errors import InsufficientCapacity
+from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.provisioned import (
     NOT_PROVISIONED_STATUS,
     ProvisionedProvider,
     ProvisionedTarget,
     ProvisioningEvent,
     ProvisioningMetrics,
+    node_group_of,
     placement_with_node_group,
+    provisioned_of,
 )
 from crossfade.providers.provisioner_registry import provisioner_for
 from crossfade.providers.provisioning import (
@@ -31,6 +35,7 @@ from crossfade.providers.provisioning import (
 )
 from crossfade.providers.registry import ProviderContext, build_eks_node_group
 from crossfade.testing.aws_faults import Fault, FaultProxy
+from tests.handlers.fakes import fast_spec
 from tests.support.moto_server import aws_env, fault_proxy, moto_server
 
 __all__ = ["aws_env", "fault_proxy", "moto_server"]
@@ -285,3 +290,63 @@ async def test_scale_if_present_never_creates(
     )
     assert await provider.scale_if_present(desired=1, token="t") is None
     assert fault_proxy.requests("CreateNodegroup") == [] and _groups(moto_server, cluster) == []
+
+
+async def test_wiring_builds_a_provisioned_provider_for_templated_placements(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    context = ProviderContext(aws=AwsProviderContext(endpoint_url=fault_proxy.url))
+    spec = fast_spec()
+    spec["placements"][0]["provider"] = {
+        "type": "EKSNodeGroup",
+        "eksNodeGroup": {"region": REGION, "cluster": cluster, "nodegroup": "gpu"},
+    }
+    spec["placements"][1] = {**_placement(cluster), "endpoint": {"url": "http://127.0.0.1:2"}}
+    spec["deletionPolicy"] = "Delete"
+    clients = SharedClients(
+        provider_factory=registry_provider_factory(context),
+        provider_context=context,
+        provider_metrics=ProviderMetrics(),
+    )
+    uid = str(uuid.uuid4())
+    runtime, problems = await build_runtime(
+        spec=spec, namespace="serving", name="llama", clients=clients, uid=uid
+    )
+    try:
+        assert problems == []
+        assert provisioned_of(runtime.providers["aws"]) is None, "no template, no wrapper"
+        standby = runtime.providers["aws-standby"]
+        assert isinstance(standby, InstrumentedProvider), "instrumented like any provider"
+        wrapper = provisioned_of(standby)
+        assert wrapper is not None
+        assert wrapper.target.owner == Owner("serving", "llama", "aws-standby", uid)
+        assert wrapper.target.deletion_policy is DeletionPolicyTag.DELETE
+        assert node_group_of(standby) is None
+        await standby.scale(desired=1, token="t")
+        assert node_group_of(standby) == node_group_name(wrapper.target.owner, attempt=0)
+        assert _groups(moto_server, cluster) == [node_group_of(standby)]
+    finally:
+        await runtime.close()
+
+
+async def test_a_template_on_a_type_without_a_provisioner_is_reported(
+    cluster: str, fault_proxy: FaultProxy
+) -> None:
+    context = ProviderContext(aws=AwsProviderContext(endpoint_url=fault_proxy.url))
+    spec = fast_spec()
+    karpenter = {
+        "type": "KarpenterNodePool",
+        "karpenterNodePool": {"nodePool": "gpu", "kubeconfigSecretRef": {"name": "k"}},
+    }
+    spec["placements"][1] = {**_placement(cluster), "provider": karpenter}
+    clients = SharedClients(
+        provider_factory=registry_provider_factory(context), provider_context=context
+    )
+    runtime, problems = await build_runtime(
+        spec=spec, namespace="serving", name="llama", clients=clients, uid="u"
+    )
+    await runtime.close()
+    [problem] = [p for p in problems if "aws-standby" in p.message]
+    assert problem.reason == "ProviderUnavailable"
+    assert "KarpenterNodePool" in problem.message
+    assert "aws-standby" not in runtime.providers
