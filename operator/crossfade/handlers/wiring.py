@@ -194,8 +194,13 @@ class NodeObserver:
 
 
 class NodeSizedProvider:
-    """Before its first scale, tells a provider that cannot see its pool's size what its
-    Nodes say (GKE fixed-size pools), so a restarted operator does not resend a resize."""
+    """Before its first describe or scale, tells a provider that cannot see its pool's size
+    what its Nodes say (GKE fixed-size pools).
+
+    Without it a restarted operator's first describe reports ``initialNodeCount``; the
+    engine takes a cloud's desired size as the truth, so it would forget the size it
+    asked for before the restart, plan the warm-standby size again and send it.
+    """
 
     def __init__(
         self,
@@ -210,12 +215,15 @@ class NodeSizedProvider:
         self._adopt = adopt
         self._sync_wait_s = sync_wait_s
         self._adopted = False
+        self._waited = False  # only the first look waits for the Node cache to sync
 
     @property
     def name(self) -> str:
         return self.inner.name
 
     async def describe(self) -> NodeGroupState:
+        if not self._adopted:
+            await self._learn_size()
         return await self.inner.describe()
 
     async def scale(self, *, desired: int, token: str) -> ScaleResult:
@@ -224,7 +232,8 @@ class NodeSizedProvider:
         return await self.inner.scale(desired=desired, token=token)
 
     async def _learn_size(self) -> None:
-        deadline = time.monotonic() + self._sync_wait_s
+        deadline = time.monotonic() + (0.0 if self._waited else self._sync_wait_s)
+        self._waited = True
         while True:
             observation = await self._observe()
             if observation is not None:
@@ -232,7 +241,7 @@ class NodeSizedProvider:
                 self._adopted = True
                 return
             if time.monotonic() >= deadline:
-                log.warning("%s: Nodes not synced; scaling without its current size", self.name)
+                log.warning("%s: Nodes not synced; its current size is unknown", self.name)
                 return
             await asyncio.sleep(NODE_SYNC_POLL_S)
 
