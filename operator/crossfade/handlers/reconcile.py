@@ -43,6 +43,7 @@ from crossfade.handlers.status import (
     status_patch,
 )
 from crossfade.providers.base import CapacityProvider
+from crossfade.providers.provisioned import node_group_of
 from crossfade.routers.base import TrafficRouter
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,11 @@ async def reconcile_once(
         observed_generation=generation,
     )
     placements = placement_summaries(names=policy.names, state=state_dict, weights=weights)
+    for item in placements:
+        # Templated placements: the node group crossfade created or adopted, once one exists.
+        node_group = node_group_of(runtime.providers.get(str(item["name"])))
+        if node_group is not None:
+            item["nodeGroup"] = node_group
     target = control.force_failover_to
     forced_landed = target is not None and (
         (report.weights_written or current_weights or {}).get(target, 0) == WEIGHT_TOTAL
