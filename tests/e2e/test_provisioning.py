@@ -309,11 +309,16 @@ async def leave_orphan(pw: ProvisioningWorld, moto_url: str) -> str:
     return result.name
 
 
-def placement_reason(world: World, name: str) -> str | None:
+def placement_field(world: World, name: str, field: str) -> Any:
     for placement in (world.pool().get("status") or {}).get("placements") or ():
         if placement.get("name") == name:
-            return str(placement.get("reason"))
+            return placement.get(field)
     return None
+
+
+def placement_reason(world: World, name: str) -> str | None:
+    reason = placement_field(world, name, "reason")
+    return None if reason is None else str(reason)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float | None:
@@ -345,6 +350,7 @@ async def test_on_demand_standby_is_created_on_failover_deleted_with_the_pool_an
     )
     assert world.route_weights() == {"aws": 0, "gke": 100}
     assert pw.node_group_status(pw.created_name) is None
+    assert placement_field(world, "aws", "nodeGroup") is None
     assert pw.proxy.requests("CreateNodegroup") == []
 
     # The reaper reports the orphan the deleted pool left (an Event on that pool, a metric).
@@ -368,6 +374,11 @@ async def test_on_demand_standby_is_created_on_failover_deleted_with_the_pool_an
     assert pw.node_group_status(pw.created_name) == "ACTIVE"
     assert eks_node_group_desired(moto_server, cluster=pw.eks_cluster, name=pw.created_name) == 2
     assert [m for m in pw.events("NodeGroupCreated") if pw.created_name in m]
+    await eventually(
+        lambda: placement_field(world, "aws", "nodeGroup") == pw.created_name,
+        timeout_s=TIMEOUT_S,
+        what="status.placements[aws].nodeGroup",
+    )
     created = metric_value(
         op.metrics(), "crossfade_node_group_provisioning_total", outcome="created", placement="aws"
     )
