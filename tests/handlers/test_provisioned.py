@@ -11,7 +11,9 @@ import boto3
 import pytest
 from prometheus_client import CollectorRegistry
 
-from crossfade.engine.observations import ProviderErrorKind
+from crossfade.engine.observations import NodeObservation, ProviderErrorKind
+from crossfade.handlers.observe import PlacementObservers
+from crossfade.handlers.reconcile import PoolRuntime, reconcile_once
 from crossfade.handlers.wiring import SharedClients, build_runtime, registry_provider_factory
 from crossfade.providers.aws_eks import AwsProviderContext
 from crossfade.providers.errors import InsufficientCapacity
@@ -34,8 +36,16 @@ from crossfade.providers.provisioning import (
     template_from_placement,
 )
 from crossfade.providers.registry import ProviderContext, build_eks_node_group
+from crossfade.routers.noop import NoopRouter
 from crossfade.testing.aws_faults import Fault, FaultProxy
-from tests.handlers.fakes import fast_spec
+from tests.handlers.fakes import (
+    FakeEndpoint,
+    FakeNodeGroup,
+    apply_merge_patch,
+    fast_spec,
+    observers_for,
+    pool_body,
+)
 from tests.support.moto_server import aws_env, fault_proxy, moto_server
 
 __all__ = ["aws_env", "fault_proxy", "moto_server"]
@@ -350,3 +360,75 @@ async def test_a_template_on_a_type_without_a_provisioner_is_reported(
     assert problem.reason == "ProviderUnavailable"
     assert "KarpenterNodePool" in problem.message
     assert "aws-standby" not in runtime.providers
+
+
+async def test_engine_passes_over_a_standby_whose_every_instance_type_is_out_of_capacity(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    """aws fails; its first standby (templated, ICE on both types) is ICE'd by the engine, and
+    the next standby gets the traffic; the cloud saw one create per instance type, no more."""
+    clock = [1_800_000_000.0]
+    spec = fast_spec()
+    templated = {
+        **_placement(cluster),
+        "priority": 70,
+        "endpoint": {"url": "http://127.0.0.1:3"},
+    }
+    spec["placements"].insert(1, templated)
+    spec["failover"]["warmStandbyNodes"] = 0
+    aws, gke = FakeEndpoint("aws", clock=clock), FakeEndpoint("gke", clock=clock)
+    aws_group = FakeNodeGroup("aws", desired=2, min_size=1, max_size=2)
+    gke_group = FakeNodeGroup("gke", desired=0, min_size=0, max_size=2)
+    notify = Recorder()
+    standby = _provider(
+        _placement(cluster), endpoint_url=fault_proxy.url, uid=str(uuid.uuid4()), notify=notify
+    )
+    standby_endpoint = FakeEndpoint("aws-standby", clock=clock)
+
+    async def standby_nodes() -> NodeObservation:
+        return NodeObservation(
+            placement="aws-standby",
+            at=clock[0],
+            ready_nodes=0,
+            total_nodes=0,
+            allocatable_accelerators=0,
+        )
+
+    async def standby_cloud() -> Any:
+        state = await standby.describe()
+        return state.to_observation(placement="aws-standby", at=clock[0])
+
+    runtime = PoolRuntime(
+        observers=[
+            observers_for(aws, aws_group),
+            PlacementObservers(
+                placement="aws-standby",
+                probe=standby_endpoint.probe,
+                nodes=standby_nodes,
+                cloud=standby_cloud,
+            ),
+            observers_for(gke, gke_group),
+        ],
+        providers={"aws": aws_group, "aws-standby": standby, "gke": gke_group},
+        routers=[NoopRouter(placements=frozenset({"aws", "aws-standby", "gke"}))],
+    )
+    body = pool_body(spec)
+    events: list[str] = []
+
+    async def run(passes: int) -> None:
+        for _ in range(passes):
+            clock[0] += 1.0
+            outcome = await reconcile_once(body=body, runtime=runtime, now=clock[0])
+            body["status"] = apply_merge_patch(body.get("status"), outcome.status_patch)
+            events.extend(event.reason for event in outcome.events)
+
+    await run(5)
+    fault_proxy.add(ice(times=2))
+    aws.healthy = False
+    await run(25)
+    weights = {p["name"]: p.get("weight", 0) for p in body["status"]["placements"]}
+    assert weights == {"aws": 0, "aws-standby": 0, "gke": 100}, (weights, events)
+    assert "InsufficientCapacity" in events
+    assert len(fault_proxy.requests("CreateNodegroup")) == 2, "each type once, then backed off"
+    assert notify.reasons() == ["ProvisioningFailed"]
+    assert _groups(moto_server, cluster) == []
