@@ -4,7 +4,9 @@ surfaces ICE on every type to the engine, and is deleted only when it is ours.""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -37,6 +39,7 @@ from crossfade.providers.provisioning import (
 )
 from crossfade.providers.registry import ProviderContext, build_eks_node_group
 from crossfade.routers.noop import NoopRouter
+from crossfade.testing import moto_state
 from crossfade.testing.aws_faults import Fault, FaultProxy
 from tests.handlers.fakes import (
     FakeEndpoint,
@@ -114,9 +117,10 @@ def _provider(
     notify: Recorder,
     metrics: ProvisioningMetrics | None = None,
     policy: DeletionPolicyTag = DeletionPolicyTag.DELETE,
+    clock: Callable[[], float] = time.time,
 ) -> ProvisionedProvider:
     """A wrapper as handlers/wiring.py builds it: registry provisioner, registry provider."""
-    context = ProviderContext(aws=AwsProviderContext(endpoint_url=endpoint_url))
+    context = ProviderContext(aws=AwsProviderContext(endpoint_url=endpoint_url, clock=clock))
     target = ProvisionedTarget(
         owner=Owner(namespace="serving", pool="llama", placement="aws-standby", pool_uid=uid),
         template=template_from_placement(placement),
@@ -432,3 +436,35 @@ async def test_engine_passes_over_a_standby_whose_every_instance_type_is_out_of_
     assert len(fault_proxy.requests("CreateNodegroup")) == 2, "each type once, then backed off"
     assert notify.reasons() == ["ProvisioningFailed"]
     assert _groups(moto_server, cluster) == []
+
+
+async def test_a_created_group_whose_launch_failed_for_capacity_is_replaced_by_the_next_type(
+    cluster: str, fault_proxy: FaultProxy, moto_server: str
+) -> None:
+    notify, now = Recorder(), [1_800_000_000.0]
+    provider = _provider(
+        _placement(cluster),
+        endpoint_url=fault_proxy.url,
+        uid=str(uuid.uuid4()),
+        notify=notify,
+        clock=lambda: now[0],
+    )
+    await provider.scale(desired=1, token="t1")
+    now[0] += 3600.0  # past the EKS provider's settle window and describe cache
+    first = provider.node_group
+    assert first == node_group_name(provider.target.owner, attempt=0)
+    # EC2 had no p5 after all: the launch fails after the create (asynchronous ICE).
+    moto_state.set_nodegroup_ice(region=REGION, cluster=cluster, nodegroup=first)
+    moto_state.set_nodegroup_status(
+        region=REGION, cluster=cluster, nodegroup=first, status="CREATE_FAILED"
+    )
+    observed = (await provider.describe()).to_observation(placement="aws-standby", at=1.0)
+    assert observed.error is ProviderErrorKind.INSUFFICIENT_CAPACITY, "the engine ICEs it"
+    await provider.scale(desired=2, token="t2")
+    second = node_group_name(provider.target.owner, attempt=1)
+    assert provider.node_group == second
+    assert _groups(moto_server, cluster) == [second], "the failed group of ours was deleted"
+    assert _desired(moto_server, cluster, second) == 2
+    assert notify.reasons() == ["NodeGroupCreated", "InstanceTypeSkipped", "NodeGroupCreated"]
+    await provider.scale(desired=1, token="t3")
+    assert len(fault_proxy.requests("CreateNodegroup")) == 2

@@ -13,6 +13,10 @@ node group it got and scales that.
   insufficient-capacity health issue, so the engine's ICE cache backs off from this
   placement and asks the next one. The issue is reported once per failed ensure: after the
   engine's backoff it may ask again, and a new attempt starts from the first instance type.
+- A node group that later reports insufficient capacity itself (EKS: the launch failed
+  after the create, ``CREATE_FAILED`` / ``DEGRADED`` with an ICE health issue) is ICE'd by the
+  engine like any placement; the next ``scale`` calls ``ensure`` again, which passes over that
+  instance type (deleting a ``CREATE_FAILED`` node group of ours) and creates the next one.
 - Instance types skipped on the way (``ProvisionResult.skipped_types``) become
   ``InstanceTypeSkipped`` Events and a metric; the placement itself is not ICE'd, it runs on
   the type that had capacity.
@@ -144,6 +148,8 @@ class ProvisionedProvider:
         self._node_group: str | None = None
         self._looked_for_existing = False
         self._pending_ice: HealthIssue | None = None
+        self._inner_out_of_capacity = False
+        self._retired: list[CapacityProvider] = []  # providers of node groups passed over
         self._lock = asyncio.Lock()
 
     @property
@@ -174,19 +180,21 @@ class ProvisionedProvider:
         if inner is None:
             return self._not_provisioned()
         try:
-            return await inner.describe()
+            state = await inner.describe()
         except NotFound:
             # Deleted behind our back (by hand or by a finalizer race): a cold standby again.
             log.warning("provisioned node group is gone", extra={"node_group": self._node_group})
             self._inner, self._node_group = None, None
             return self._not_provisioned()
+        self._inner_out_of_capacity = state.insufficient_capacity
+        return state
 
     async def scale(self, *, desired: int, token: str) -> ScaleResult:
         """Create (or adopt) the node group when the engine first asks for nodes, then scale."""
         async with self._lock:
-            if self._inner is None:
-                if desired <= 0:
-                    return ScaleResult(desired=0, changed=False, token=token)
+            if self._inner is None and desired <= 0:
+                return ScaleResult(desired=0, changed=False, token=token)
+            if self._inner is None or (desired > 0 and self._inner_out_of_capacity):
                 await self._ensure_reporting()
         inner = self._inner
         if inner is None:
@@ -208,7 +216,7 @@ class ProvisionedProvider:
 
     async def aclose(self) -> None:
         """Close the inner provider's and the provisioner's clients, when they have any."""
-        for owner in (self._inner, self.provisioner):
+        for owner in (*self._retired, self._inner, self.provisioner):
             closer = getattr(owner, "aclose", None)
             if callable(closer):
                 await closer()
@@ -311,8 +319,13 @@ class ProvisionedProvider:
             )
 
     def _use(self, name: str) -> None:
+        if name == self._node_group and self._inner is not None:
+            return
+        if self._inner is not None:
+            self._retired.append(self._inner)
         self._inner = self._build_inner(name)
         self._node_group = name
+        self._inner_out_of_capacity = False
         log.info("placement uses node group", extra={"node_group": name})
 
     def _count(self, outcome: str, *, kind: str = "") -> None:
