@@ -22,6 +22,7 @@ from crossfade.providers.errors import InsufficientCapacity
 from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.provisioned import (
     NOT_PROVISIONED_STATUS,
+    REPEAT_EVENT_AFTER_S,
     ProvisionedProvider,
     ProvisionedTarget,
     ProvisioningEvent,
@@ -118,6 +119,7 @@ def _provider(
     metrics: ProvisioningMetrics | None = None,
     policy: DeletionPolicyTag = DeletionPolicyTag.DELETE,
     clock: Callable[[], float] = time.time,
+    event_clock: Callable[[], float] = time.monotonic,
 ) -> ProvisionedProvider:
     """A wrapper as handlers/wiring.py builds it: registry provisioner, registry provider."""
     context = ProviderContext(aws=AwsProviderContext(endpoint_url=endpoint_url, clock=clock))
@@ -136,6 +138,7 @@ def _provider(
         ),
         notify=notify,
         metrics=metrics,
+        clock=event_clock,
     )
 
 
@@ -468,3 +471,26 @@ async def test_a_created_group_whose_launch_failed_for_capacity_is_replaced_by_t
     assert notify.reasons() == ["NodeGroupCreated", "InstanceTypeSkipped", "NodeGroupCreated"]
     await provider.scale(desired=1, token="t3")
     assert len(fault_proxy.requests("CreateNodegroup")) == 2
+
+
+async def test_a_create_failing_on_every_retry_posts_one_event_per_repeat_window(
+    cluster: str, fault_proxy: FaultProxy
+) -> None:
+    notify, now = Recorder(), [0.0]
+    provider = _provider(
+        _placement(cluster),
+        endpoint_url=fault_proxy.url,
+        uid=str(uuid.uuid4()),
+        notify=notify,
+        event_clock=lambda: now[0],
+    )
+    fault_proxy.add(ice(times=6))
+    for _ in range(2):
+        with pytest.raises(InsufficientCapacity):
+            await provider.scale(desired=1, token="t")
+        now[0] += 10.0
+    assert notify.reasons() == ["ProvisioningFailed"], "the same failure again is only logged"
+    now[0] += REPEAT_EVENT_AFTER_S
+    with pytest.raises(InsufficientCapacity):
+        await provider.scale(desired=1, token="t")
+    assert notify.reasons() == ["ProvisioningFailed", "ProvisioningFailed"]

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +50,9 @@ from crossfade.providers.provisioning import (
 log = logging.getLogger(__name__)
 
 NOT_PROVISIONED_STATUS = "NotProvisioned"
+# The same Event (reason and message) again within this time is only logged: a create that
+# keeps failing on every retry must not post one Event per pass.
+REPEAT_EVENT_AFTER_S = 300.0
 ALWAYS_PRESENT = "AlwaysPresent"
 # Where each provider type's member names the node group its provider scales; the provider
 # of a created node group is built from the placement with that field set to the new name.
@@ -138,6 +142,7 @@ class ProvisionedProvider:
         build_inner: BuildInner,
         notify: Notify | None = None,
         metrics: ProvisioningMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.target = target
         self.provisioner = provisioner
@@ -151,6 +156,8 @@ class ProvisionedProvider:
         self._inner_out_of_capacity = False
         self._retired: list[CapacityProvider] = []  # providers of node groups passed over
         self._lock = asyncio.Lock()
+        self._clock = clock
+        self._posted: dict[tuple[ProvisioningEvent, str], float] = {}
 
     @property
     def name(self) -> str:
@@ -338,5 +345,12 @@ class ProvisionedProvider:
 
     async def _emit(self, event_type: str, reason: ProvisioningEvent, message: str) -> None:
         log.info(message, extra={"reason": reason.value})
-        if self._notify is not None:
-            await self._notify(event_type, reason, message)
+        if self._notify is None:
+            return
+        now, key = self._clock(), (reason, message)
+        last = self._posted.get(key)
+        if last is not None and now - last < REPEAT_EVENT_AFTER_S:
+            return
+        self._posted = {k: t for k, t in self._posted.items() if now - t < REPEAT_EVENT_AFTER_S}
+        self._posted[key] = now
+        await self._notify(event_type, reason, message)
