@@ -4,7 +4,9 @@ and a Delete-policy orphan is deleted after its grace period."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -26,6 +28,7 @@ from crossfade.providers.provisioning import (
     DeletionPolicyTag,
     NodeGroupTemplate,
     Owner,
+    Provisioner,
 )
 from crossfade.providers.registry import ProviderContext
 from crossfade.testing.controlplane import TestCluster
@@ -181,3 +184,43 @@ def test_live_pools_maps_uids_to_placement_names() -> None:
 def test_an_interval_of_zero_turns_the_loop_off() -> None:
     assert not ReaperSettings(interval_s=0).enabled
     assert ReaperSettings().enabled
+
+
+async def test_the_loop_outlives_a_round_that_fails_unexpectedly(
+    pool_crd: TestCluster, namespace: str, moto_server: str, aws_env: None
+) -> None:
+    api = await pool_crd.async_api_client()
+    custom: Any = k8s.CustomObjectsApi(api)
+    body = base_pool(f"live-{uuid.uuid4().hex[:6]}")
+    body["spec"]["placements"].append(_templated("prod-unreachable"))
+    await custom.create_namespaced_custom_object(
+        "crossfade.dev", "v1alpha1", namespace, "inferencepools", body
+    )
+    attempts: list[str] = []
+    two_rounds = asyncio.Event()
+
+    def broken_factory(placement: Mapping[str, Any], context: Any) -> Provisioner:
+        attempts.append(str(placement["name"]))
+        if len(attempts) >= 2:
+            two_rounds.set()
+        raise RuntimeError("a provisioner factory with a bug")
+
+    loop = ReaperLoop(
+        api_client=api,
+        provider_context=ProviderContext(),
+        settings=ReaperSettings(interval_s=0.05),
+        metrics=ReaperLoopMetrics(CollectorRegistry()),
+        lease=lease_ref(namespace=namespace, name="crossfade-leader"),
+        namespaces=(namespace,),
+        build_provisioner=broken_factory,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop=stop))
+    try:
+        await asyncio.wait_for(two_rounds.wait(), timeout=30)
+    finally:
+        stop.set()
+        await task
+        await api.close()
+    assert attempts[:2] == ["aws-standby", "aws-standby"], "a second round ran after the first"
+    assert task.exception() is None

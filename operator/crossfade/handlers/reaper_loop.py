@@ -204,6 +204,8 @@ class ReaperLoop:
                 await self.sweep_once()
             except (ApiException, OSError, TimeoutError) as exc:
                 log.warning("orphan reaper round failed", extra={"error": str(exc)})
+            except Exception:  # a background loop must outlive any one bad round; log it all
+                log.exception("orphan reaper round failed unexpectedly")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self._settings.interval_s)
 
