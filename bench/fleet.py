@@ -113,7 +113,7 @@ MAX_OPERATOR_RSS_MIB = float(os.environ.get("BENCH_MAX_OPERATOR_RSS_MIB", "6144"
 
 
 class MemoryGuardError(RuntimeError):
-    """The machine ran low on memory or the operator grew too big; stopped on purpose."""
+    """A run stopped on purpose: low memory, an operator too big, or reconcile too slow."""
 
     def __init__(self, message: str, *, reconciled: int, sample: dict[str, float]) -> None:
         super().__init__(message)
@@ -335,6 +335,7 @@ class Fleet:
     async def wait_all_reconciled(self, *, timeout_s: float) -> float:
         """Wait until every pool's status.observedGeneration is its generation; return seconds."""
         started = time.monotonic()
+        done = 0
         while time.monotonic() - started < timeout_s:
             pools = await self.list_pools()
             done = sum(
@@ -349,7 +350,11 @@ class Fleet:
                 raise RuntimeError(f"operator died:\n{self.operator.log_tail()}")
             check_memory(self.pid, reconciled=done, pools=self.pools)
             await asyncio.sleep(2.0)
-        raise RuntimeError(f"not every pool reconciled within {timeout_s:.0f} s")
+        raise MemoryGuardError(
+            f"not every pool reconciled within {timeout_s:.0f} s ({done}/{self.pools})",
+            reconciled=done,
+            sample=process_sample(self.pid),
+        )
 
     async def spec_change_latencies(self, indices: list[int], *, concurrency: int) -> list[float]:
         """Patch each pool's spec; seconds until status.observedGeneration reflects it."""

@@ -153,10 +153,7 @@ def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
     runs = [r for r in all_runs if "stopped" not in r]
     if not runs:
         worst = max(all_runs, key=lambda r: r["rss_mib_when_stopped"])
-        stopped = (
-            f"stopped by the memory guard: {worst['rss_mib_when_stopped']:.0f} MiB RSS with "
-            f"{worst['reconciled_when_stopped']} pools reconciled"
-        )
+        stopped = f"{worst['stopped']}; operator RSS {worst['rss_mib_when_stopped']:.0f} MiB"
         return {
             "pools": pools,
             "runs": f"0 of {len(all_runs)} completed",
