@@ -10,13 +10,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import boto3
 import yaml
 from kubernetes import client as sync_client
 from kubernetes_asyncio import client as k8s_async
 from kubernetes_asyncio import watch as k8s_watch
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.handlers.reconcile import STATE_ANNOTATION
 from crossfade.testing.controlplane import free_port
@@ -36,6 +34,7 @@ GKE_ALL = {"aws": 0, "gke": 100}
 NODES_MAX = 2  # both placements of the e2e pool
 RECORDER_RETRY_S = 0.2
 RECORDER_CATCH_UP_S = 30.0
+HTTP_GONE = 410
 
 
 def restart_in_place(world: World, killed: OperatorProcess) -> OperatorProcess:
@@ -145,7 +144,8 @@ class RouteRecorder:
     def __init__(self, world: World) -> None:
         self._world = world
         self.versions: list[tuple[str, dict[str, int]]] = []
-        self.reconnects = 0
+        self.errors: list[str] = []
+        self.relists = 0
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> RouteRecorder:
@@ -154,17 +154,19 @@ class RouteRecorder:
         return self
 
     async def __aexit__(self, *_: object) -> None:
-        # Every version up to the current one is seen before the recording ends.
-        await eventually(
-            lambda: self.versions and self.versions[-1][0] == self._current_version(),
-            timeout_s=RECORDER_CATCH_UP_S,
-            what="the route recorder catching up with the HTTPRoute",
-        )
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._api.close()
+        try:
+            # Every version up to the current one is seen before the recording ends.
+            await eventually(
+                lambda: self.versions and self.versions[-1][0] == self._current_version(),
+                timeout_s=RECORDER_CATCH_UP_S,
+                what=f"the route recorder catching up (watch errors: {self.errors[-3:]})",
+            )
+        finally:
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            await self._api.close()
 
     def _current_version(self) -> str:
         with self._world.cluster.api_client() as api:
@@ -212,8 +214,20 @@ class RouteRecorder:
                         since = str(route["metadata"]["resourceVersion"])
                         if route["metadata"]["name"] == ROUTE_NAME:
                             self._record(route)
-            except (OSError, TimeoutError, aiohttp.ClientError, ApiException):
-                self.reconnects += 1
+            except asyncio.CancelledError:
+                raise
+            except k8s_async.ApiException as exc:
+                self.errors.append(f"{exc.status} {exc.reason}"[:200])
+                if exc.status == HTTP_GONE:
+                    # A restarted apiserver's watch cache starts after our version: list
+                    # again (versions written in between, if any, are not seen).
+                    since = None
+                    self.relists += 1
+                await asyncio.sleep(RECORDER_RETRY_S)
+            except Exception as exc:
+                # Anything the restarted or frozen apiserver makes the client raise ends
+                # this watch; the next one resumes from the last version seen.
+                self.errors.append(f"{type(exc).__name__}: {exc}"[:200])
                 await asyncio.sleep(RECORDER_RETRY_S)
 
     def all_zero_versions(self) -> list[str]:

@@ -167,6 +167,7 @@ async def test_apiserver_crash_and_restart_mid_shift(world: World) -> None:
         "outage_s": round(outage_s, 1),
         "operator_restarted": len(world.operators) > 1,
         "route_versions": [w for _, w in routes.versions],
+        "route_watch_relists": routes.relists,
         "history_entries": len(history_after),
     }
     print(f"\n[faults] apiserver crash+restart mid-shift: {json.dumps(figures)}")

@@ -41,8 +41,8 @@ from tests.faults.hostile_pools import hostile_pools
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 MAX_EXAMPLES = int(os.environ.get("CROSSFADE_FUZZ_EXAMPLES", "150"))
-OPERATOR_POOLS = 20
-HANDLED_TIMEOUT_S = 90.0
+OPERATOR_POOLS = 10
+HANDLED_TIMEOUT_S = 180.0
 MIN_ACCEPTED = 10
 MIN_REFUSED = 10
 FIELD_PATH = re.compile(r"^(spec|metadata)\b")

@@ -40,7 +40,7 @@ QUIET_S = 3.0
 def set_warm_standby(world: World, nodes: int) -> int:
     """Patch the pool's warm standby size; return the new generation."""
     with world.cluster.api_client() as api:
-        body = client.CustomObjectsApi(api).patch_namespaced_custom_object(
+        body: dict[str, Any] = client.CustomObjectsApi(api).patch_namespaced_custom_object(
             GROUP,
             VERSION,
             world.namespace,
