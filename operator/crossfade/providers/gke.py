@@ -126,6 +126,22 @@ def map_google_error(error: Exception, *, what: str) -> ProviderError:
     return ProviderUnavailable(message, code=code)
 
 
+async def call_google(what: str, call: Callable[[], T]) -> T:
+    """Run one blocking client call in a thread; only typed ``ProviderError``s leave."""
+    try:
+        return await asyncio.to_thread(call)
+    except google_exceptions.GoogleAPIError as error:
+        raise map_google_error(error, what=what) from error
+    except google_auth_exceptions.TransportError as error:  # token endpoint unreachable
+        raise ProviderUnavailable(f"{what}: credentials: {error}") from error
+    except google_auth_exceptions.GoogleAuthError as error:  # ADC refresh refused
+        raise PermissionDenied(
+            f"{what}: credentials: {error}", code="CredentialsRefreshFailed"
+        ) from error
+    except OSError as error:  # connection refused / reset before any HTTP status
+        raise ProviderUnavailable(f"{what}: {error}") from error
+
+
 class GKENodePoolProvider:
     """``CapacityProvider`` for one GKE node pool."""
 
@@ -170,18 +186,7 @@ class GKENodePoolProvider:
         await asyncio.to_thread(self._client.transport.close)
 
     async def _call(self, what: str, call: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(call)
-        except google_exceptions.GoogleAPIError as error:
-            raise map_google_error(error, what=what) from error
-        except google_auth_exceptions.TransportError as error:  # token endpoint unreachable
-            raise ProviderUnavailable(f"{what}: credentials: {error}") from error
-        except google_auth_exceptions.GoogleAuthError as error:  # ADC refresh refused
-            raise PermissionDenied(
-                f"{what}: credentials: {error}", code="CredentialsRefreshFailed"
-            ) from error
-        except OSError as error:  # connection refused / reset before any HTTP status
-            raise ProviderUnavailable(f"{what}: {error}") from error
+        return await call_google(what, call)
 
     async def _get_pool(self) -> container_v1.NodePool:
         return await self._call(

@@ -130,6 +130,8 @@ class NodeGroupTemplate:
     disk_size_gib: int | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[Taint, ...] = ()
+    # GKE node locations; empty means the cluster's own zones. EKS places nodes by subnet.
+    zones: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.instance_types:
@@ -211,6 +213,7 @@ def template_from_placement(placement: Mapping[str, Any]) -> NodeGroupTemplate:
     return NodeGroupTemplate(
         instance_types=tuple(wire.get("instanceTypes", ())),
         subnets=tuple(wire.get("subnets", ())),
+        zones=tuple(str(zone) for zone in wire.get("zones", ())),
         node_role=str(wire.get("nodeRole") or ""),
         min_size=int(nodes.get("min", 0)),
         max_size=int(nodes.get("max", 1)),
