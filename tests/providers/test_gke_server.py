@@ -191,3 +191,77 @@ def test_request_with_a_field_the_real_api_lacks_is_rejected(state: GKEState) ->
             urllib.request.urlopen(request, timeout=5)
     assert rejected.value.code == 400
     assert "desiredNodes" in rejected.value.read().decode()
+
+
+CLUSTER = "projects/demo/locations/us-central1/clusters/serving"
+
+
+def _create_request(name: str, machine_type: str) -> container_v1.CreateNodePoolRequest:
+    return container_v1.CreateNodePoolRequest(
+        parent=CLUSTER,
+        node_pool=container_v1.NodePool(
+            name=name,
+            initial_node_count=1,
+            locations=["us-central1-a"],
+            config=container_v1.NodeConfig(
+                machine_type=machine_type,
+                labels={"crossfade.dev/workload": "inference"},
+                resource_labels={"crossfade-dev_pool": "llama"},
+                taints=[
+                    container_v1.NodeTaint(
+                        key="nvidia.com/gpu",
+                        value="present",
+                        effect=container_v1.NodeTaint.Effect.NO_SCHEDULE,
+                    )
+                ],
+            ),
+        ),
+    )
+
+
+def test_node_pool_create_get_list_and_delete_round_trip_through_the_client(
+    client: container_v1.ClusterManagerClient, state: GKEState, clock: ManualClock
+) -> None:
+    operation = client.create_node_pool(request=_create_request("gpu", "g2-standard-8"))
+    assert operation.operation_type == container_v1.Operation.Type.CREATE_NODE_POOL
+    assert operation.status == container_v1.Operation.Status.RUNNING
+    [create] = [r for r in state.requests if r.method == "POST"]
+    parsed = container_v1.CreateNodePoolRequest.from_json(
+        json.dumps(create.body), ignore_unknown_fields=False
+    )
+    assert parsed.node_pool.config.machine_type == "g2-standard-8"
+    assert create.path == f"/v1/{CLUSTER}/nodePools"
+    pool_name = f"{CLUSTER}/nodePools/gpu"
+    provisioning = client.get_node_pool(request={"name": pool_name})
+    assert provisioning.status == container_v1.NodePool.Status.PROVISIONING
+    clock.now += 30
+    done = client.get_operation(request={"name": operation_name(operation)})
+    assert done.status == container_v1.Operation.Status.DONE and not done.error.message
+    pool = client.get_node_pool(request={"name": pool_name})
+    assert pool.status == container_v1.NodePool.Status.RUNNING
+    assert pool.config.labels["crossfade.dev/workload"] == "inference"
+    assert pool.config.resource_labels["crossfade-dev_pool"] == "llama"
+    assert pool.config.taints[0].effect == container_v1.NodeTaint.Effect.NO_SCHEDULE
+    listed = client.list_node_pools(request={"parent": CLUSTER})
+    assert sorted(p.name for p in listed.node_pools) == ["gpu", "l4"]
+    with pytest.raises(google_exceptions.Conflict):
+        client.create_node_pool(request=_create_request("gpu", "g2-standard-8"))
+    deleting = client.delete_node_pool(request={"name": pool_name})
+    assert deleting.operation_type == container_v1.Operation.Type.DELETE_NODE_POOL
+    clock.now += 30
+    with pytest.raises(google_exceptions.NotFound):
+        client.get_node_pool(request={"name": pool_name})
+
+
+def test_stocked_out_machine_type_fails_the_create_operation_and_leaves_an_error_pool(
+    client: container_v1.ClusterManagerClient, state: GKEState, clock: ManualClock
+) -> None:
+    state.set_machine_type_stockout("a3-highgpu-8g")
+    operation = client.create_node_pool(request=_create_request("h100", "a3-highgpu-8g"))
+    clock.now += 30
+    done = client.get_operation(request={"name": operation_name(operation)})
+    assert done.status == container_v1.Operation.Status.DONE
+    assert "ZONE_RESOURCE_POOL_EXHAUSTED" in done.error.message
+    pool = client.get_node_pool(request={"name": f"{CLUSTER}/nodePools/h100"})
+    assert pool.status == container_v1.NodePool.Status.ERROR
+    assert [c.code for c in pool.conditions] == [container_v1.StatusCondition.Code.GCE_STOCKOUT]

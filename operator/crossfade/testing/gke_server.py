@@ -1,8 +1,12 @@
 """A local HTTP server speaking the GKE v1 REST API for the node-pool calls crossfade makes.
 
-Endpoints (exactly those the GKE provider uses):
+Endpoints (exactly those the GKE provider and provisioner use):
 
+- ``GET  /v1/projects/P/locations/L/clusters/C/nodePools``              -> ``ListNodePoolsResponse``
+- ``POST /v1/projects/P/locations/L/clusters/C/nodePools``              -> ``Operation``
+  (CREATE_NODE_POOL; ``409 ALREADY_EXISTS`` for a taken name)
 - ``GET  /v1/projects/P/locations/L/clusters/C/nodePools/N``            -> ``NodePool``
+- ``DELETE /v1/projects/P/locations/L/clusters/C/nodePools/N``          -> ``Operation``
 - ``POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setSize``    -> ``Operation``
 - ``POST /v1/projects/P/locations/L/clusters/C/nodePools/N:setAutoscaling`` -> ``Operation``
 - ``GET  /v1/projects/P/locations/L/operations/O``                      -> ``Operation``
@@ -12,6 +16,11 @@ request body is parsed strictly as the real request type (unknown fields rejecte
 official client and this server cannot drift apart silently. State is in memory; operations
 finish after ``operation_duration_s`` of the injected clock; errors (HTTP status + google.rpc
 status name), stockouts and quota exhaustion can be injected.
+
+A create hitting a stockout (``set_machine_type_stockout``) behaves as GKE reports one: the
+create call is accepted, its operation ends DONE with an error (google.rpc code
+RESOURCE_EXHAUSTED, message naming ZONE_RESOURCE_POOL_EXHAUSTED) and the pool is left in
+status ERROR with a GCE_STOCKOUT condition until it is deleted.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ NODE_POOL_PATH = re.compile(
     r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/clusters/[^/]+/nodePools/[^/:]+)"
     r"(?::(?P<verb>setSize|setAutoscaling))?$"
 )
+NODE_POOLS_PATH = re.compile(
+    r"^/v1/(?P<parent>projects/[^/]+/locations/[^/]+/clusters/[^/]+)/nodePools$"
+)
 SHUTDOWN_POLL_INTERVAL_S = 0.05
 OPERATION_PATH = re.compile(r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/operations/[^/]+)$")
 STOCKOUT_MESSAGE = (
@@ -47,7 +59,7 @@ GRPC_STATUS_BY_HTTP: dict[int, str] = {
     400: "INVALID_ARGUMENT",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
-    409: "ABORTED",
+    409: "ALREADY_EXISTS",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
@@ -58,6 +70,7 @@ GRPC_CODE_BY_STATUS: dict[str, int] = {
     "PERMISSION_DENIED": 7,
     "RESOURCE_EXHAUSTED": 8,
     "FAILED_PRECONDITION": 9,
+    "ALREADY_EXISTS": 6,
     "ABORTED": 10,
     "INTERNAL": 13,
     "UNAVAILABLE": 14,
@@ -99,6 +112,8 @@ class PoolRecord:
     conditions: list[container_v1.StatusCondition] = field(default_factory=list)
     stockout_zones: set[str] = field(default_factory=set)
     quota_exhausted: bool = False
+    # As sent on create: machine type, Kubernetes labels, taints, resource labels, ...
+    config: container_v1.NodeConfig | None = None
 
     def to_message(self) -> container_v1.NodePool:
         short = self.name.rsplit("/", 1)[-1]
@@ -111,6 +126,7 @@ class PoolRecord:
             status=self.status,
             status_message=self.status_message,
             autoscaling=self.autoscaling,
+            config=self.config,
             conditions=list(self.conditions),
             instance_group_urls=[
                 f"https://www.googleapis.com/compute/v1/projects/p/zones/{zone}/"
@@ -182,6 +198,7 @@ class GKEState:
         self.requests: list[RecordedRequest] = []
         self._errors: deque[InjectedError] = deque()
         self._ids = itertools.count(1)
+        self.stockout_machine_types: set[str] = set()
         self.lock = threading.RLock()
 
     # ---- knobs for tests -------------------------------------------------------------------
@@ -223,6 +240,19 @@ class GKEState:
                 pool.stockout_zones.add(zone)
             else:
                 pool.stockout_zones.discard(zone)
+
+    def set_machine_type_stockout(self, machine_type: str, *, active: bool = True) -> None:
+        """Make every create of a ``machine_type`` pool end in ZONE_RESOURCE_POOL_EXHAUSTED."""
+        with self.lock:
+            if active:
+                self.stockout_machine_types.add(machine_type)
+            else:
+                self.stockout_machine_types.discard(machine_type)
+
+    def requests_of(self, method: str, path_suffix: str = "") -> list[RecordedRequest]:
+        """Return the recorded requests of ``method`` whose path ends with ``path_suffix``."""
+        with self.lock:
+            return [r for r in self.requests if r.method == method and r.path.endswith(path_suffix)]
 
     def set_quota_exhausted(self, pool_name: str, *, active: bool = True) -> None:
         """Make growth of ``pool_name`` fail with a GCE_QUOTA_EXCEEDED condition."""
@@ -282,8 +312,90 @@ class GKEState:
                 return operation
         return None
 
+    def list_pools(self, parent: str) -> container_v1.ListNodePoolsResponse:
+        with self.lock:
+            self._finish_due_operations()
+            prefix = f"{parent}/nodePools/"
+            return container_v1.ListNodePoolsResponse(
+                node_pools=[
+                    pool.to_message()
+                    for name, pool in self.pools.items()
+                    if name.startswith(prefix)
+                ]
+            )
+
+    def create_pool(
+        self, parent: str, node_pool: container_v1.NodePool
+    ) -> container_v1.Operation | InjectedError:
+        name = f"{parent}/nodePools/{node_pool.name}"
+        with self.lock:
+            self._finish_due_operations()
+            if not node_pool.name:
+                return InjectedError(400, "nodePool.name is required", "INVALID_ARGUMENT")
+            if name in self.pools:
+                return InjectedError(409, f"Already exists: {name}.", "ALREADY_EXISTS")
+            zones = tuple(node_pool.locations) or ("us-central1-a",)
+            pool = PoolRecord(
+                name=name,
+                zones=zones,
+                node_count=0,
+                initial_node_count=node_pool.initial_node_count,
+                autoscaling=node_pool.autoscaling if node_pool.autoscaling.enabled else None,
+                status=NodePoolStatus.PROVISIONING,
+                config=node_pool.config,
+            )
+            self.pools[name] = pool
+            machine_type = node_pool.config.machine_type
+
+            def apply() -> str:
+                if machine_type in self.stockout_machine_types:
+                    message = STOCKOUT_MESSAGE.format(pool=node_pool.name, zone=zones[0])
+                    pool.status = NodePoolStatus.ERROR
+                    pool.status_message = message
+                    pool.conditions = [
+                        container_v1.StatusCondition(
+                            code=ConditionCode.GCE_STOCKOUT,
+                            message=message,
+                            canonical_code=GRPC_CODE_BY_STATUS["RESOURCE_EXHAUSTED"],
+                        )
+                    ]
+                    return message
+                pool.status = NodePoolStatus.RUNNING
+                pool.node_count = pool.initial_node_count
+                return ""
+
+            return self._start(
+                pool,
+                operation_type=container_v1.Operation.Type.CREATE_NODE_POOL,
+                apply=apply,
+                status=NodePoolStatus.PROVISIONING,
+            )
+
+    def delete_pool_request(self, name: str) -> container_v1.Operation | InjectedError:
+        with self.lock:
+            self._finish_due_operations()
+            pool = self.pools.get(name)
+            if pool is None:
+                return _not_found(name)
+
+            def apply() -> str:
+                self.pools.pop(name, None)
+                return ""
+
+            return self._start(
+                pool,
+                operation_type=container_v1.Operation.Type.DELETE_NODE_POOL,
+                apply=apply,
+                status=NodePoolStatus.STOPPING,
+            )
+
     def _start(
-        self, pool: PoolRecord, *, operation_type: int, apply: Callable[[], str]
+        self,
+        pool: PoolRecord,
+        *,
+        operation_type: int,
+        apply: Callable[[], str],
+        status: int = NodePoolStatus.RECONCILING,
     ) -> container_v1.Operation | InjectedError:
         self._finish_due_operations()
         busy = self._pool_busy(pool.name)
@@ -306,7 +418,7 @@ class GKEState:
             apply=apply,
         )
         self.operations[name] = record
-        pool.status = NodePoolStatus.RECONCILING
+        pool.status = status
         self._finish_due_operations()
         return record.to_message(now=now)
 
@@ -426,6 +538,9 @@ class _Handler(BaseHTTPRequestHandler):
         if (match := NODE_POOL_PATH.match(path)) and match["verb"] is None:
             self._reply_message(self.state.get_pool(match["name"]))
             return
+        if pools := NODE_POOLS_PATH.match(path):
+            self._reply_message(self.state.list_pools(pools["parent"]))
+            return
         if match := OPERATION_PATH.match(path):
             self._reply_message(self.state.get_operation(match["name"]))
             return
@@ -438,6 +553,17 @@ class _Handler(BaseHTTPRequestHandler):
         injected = self.state.take_injected_error()
         if injected is not None:
             self._reply_message(injected)
+            return
+        if pools := NODE_POOLS_PATH.match(path):
+            try:
+                create = container_v1.CreateNodePoolRequest.from_json(
+                    raw, ignore_unknown_fields=False
+                )
+                self._check_name(create.parent, pools["parent"])
+                created: Any = self.state.create_pool(pools["parent"], create.node_pool)
+            except (json_format.ParseError, ValueError) as error:
+                created = InjectedError(400, f"Invalid JSON payload received. {error}")
+            self._reply_message(created)
             return
         match = NODE_POOL_PATH.match(path)
         if match is None or match["verb"] is None:
@@ -459,6 +585,18 @@ class _Handler(BaseHTTPRequestHandler):
         except (json_format.ParseError, ValueError) as error:
             result = InjectedError(400, f"Invalid JSON payload received. {error}")
         self._reply_message(result)
+
+    def do_DELETE(self) -> None:
+        path = self._path()
+        self.state.record(RecordedRequest("DELETE", path, None))
+        injected = self.state.take_injected_error()
+        if injected is not None:
+            self._reply_message(injected)
+            return
+        if (match := NODE_POOL_PATH.match(path)) and match["verb"] is None:
+            self._reply_message(self.state.delete_pool_request(match["name"]))
+            return
+        self._reply_message(InjectedError(404, f"no such endpoint: DELETE {path}", "NOT_FOUND"))
 
     @staticmethod
     def _check_name(body_name: str, path_name: str) -> None:
