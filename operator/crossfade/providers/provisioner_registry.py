@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "crossfade.provisioners"
 BUILTIN_PROVISIONERS: Mapping[str, str] = {
     "EKSNodeGroup": "crossfade.providers.provisioner_registry:build_eks_provisioner",
     "ClusterAPI": "crossfade.providers.capi_provisioner:build",
+    "GKENodePool": "crossfade.providers.gke_provisioner:build",
 }
 
 ProvisionerFactory = Callable[[Mapping[str, Any], ProviderContext], Provisioner]
