@@ -6,15 +6,18 @@ import json
 from dataclasses import replace
 
 import pytest
+from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
 
 from crossfade.providers.errors import InsufficientCapacity
 from crossfade.providers.gke_provisioner import (
     GKE_LABEL_KEYS,
+    GkeNodePoolProvisioner,
     decode_label_value,
     encode_label_value,
     tags_from_labels,
 )
+from crossfade.providers.provisioner_registry import provisioner_for
 from crossfade.providers.provisioning import (
     DELETION_POLICY_TAG,
     DeletionPolicyTag,
@@ -23,6 +26,7 @@ from crossfade.providers.provisioning import (
     Provisioner,
     node_group_name,
 )
+from crossfade.providers.registry import ProviderContext
 from crossfade.testing.gke_server import GKEServer, GKEState
 from tests.providers.gke_provisioning_support import (
     PARENT,
@@ -227,3 +231,24 @@ async def test_spot_and_reservation_reach_the_node_config(
     )
     assert affinity.key == "compute.googleapis.com/reservation-name"
     assert list(affinity.values) == ["h100-block"]
+
+
+async def test_registry_builds_the_gke_provisioner_for_a_templated_placement(
+    gke_server: GKEServer, gke_state: GKEState
+) -> None:
+    placement = {
+        "name": "gcp-standby",
+        "provider": {
+            "type": "GKENodePool",
+            "gkeNodePool": {"project": "demo", "location": "us-central1", "cluster": "serving"},
+        },
+        "template": {"instanceTypes": ["a3-highgpu-8g"], "nodeRole": "nodes@demo"},
+    }
+    context = ProviderContext(
+        gke_endpoint=gke_server.endpoint, gke_credentials=AnonymousCredentials()
+    )
+    provisioner = provisioner_for(placement, context)
+    assert isinstance(provisioner, GkeNodePoolProvisioner)
+    assert provisioner.parent == PARENT
+    assert await provisioner.list_owned() == []
+    assert gke_state.requests_of("GET", f"{PARENT}/nodePools")
