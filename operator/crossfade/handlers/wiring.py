@@ -482,12 +482,6 @@ async def build_runtime(
                     )
                 providers[pname] = provider
                 raw_providers[pname] = built
-                breaker = clients.breakers.for_provider(breaker_key(placement))
-                cloud = _cloud_fn(
-                    CloudProbe(
-                        placement=pname, provider=provider, breaker=breaker, wall_clock=time.time
-                    )
-                )
         nodes = None
         if clients.kube_api_client is not None and placement.get("provider"):
             follow = (lambda p=provisioned: p.node_group) if provisioned is not None else None
@@ -501,6 +495,17 @@ async def build_runtime(
                 providers[pname] = NodeSizedProvider(
                     providers[pname], observe=node_observer.observe, adopt=adopt
                 )
+        if pname in providers:
+            # Built last so the cloud is read through the same wrappers it is scaled through
+            # (NodeSizedProvider: a restarted process must not read initialNodeCount).
+            cloud = _cloud_fn(
+                CloudProbe(
+                    placement=pname,
+                    provider=providers[pname],
+                    breaker=clients.breakers.for_provider(breaker_key(placement)),
+                    wall_clock=time.time,
+                )
+            )
         observers.append(PlacementObservers(placement=pname, probe=probe, nodes=nodes, cloud=cloud))
     try:
         routers = build_routers(
