@@ -64,14 +64,16 @@ def new_owner(placement: str = "gcp-standby") -> Owner:
     return Owner(namespace="serving", pool="llama", placement=placement, pool_uid=str(uuid.uuid4()))
 
 
-def make_provisioner(server: GKEServer, clock: StepClock) -> GkeNodePoolProvisioner:
+def make_provisioner(
+    server: GKEServer, clock: StepClock, *, create_wait_s: float = 4 * OPERATION_S
+) -> GkeNodePoolProvisioner:
     """A fresh provisioner (a fresh operator process, as far as memory goes)."""
     return GkeNodePoolProvisioner(
         project=PROJECT,
         location=LOCATION,
         cluster=CLUSTER,
         client=make_client(endpoint=server.endpoint, credentials=AnonymousCredentials()),
-        create_wait_s=4 * OPERATION_S,
+        create_wait_s=create_wait_s,
         poll_interval_s=5.0,
         sleep=clock.sleep,
         clock=clock,

@@ -8,6 +8,8 @@ from dataclasses import replace
 import pytest
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import container_v1
+from hypothesis import given
+from hypothesis import strategies as st
 
 from crossfade.providers.errors import InsufficientCapacity
 from crossfade.providers.gke_provisioner import (
@@ -25,6 +27,7 @@ from crossfade.providers.provisioning import (
     OwnershipConflict,
     Provisioner,
     node_group_name,
+    template_from_placement,
 )
 from crossfade.providers.registry import ProviderContext
 from crossfade.testing.gke_server import GKEServer, GKEState
@@ -55,6 +58,28 @@ def test_label_values_round_trip_and_are_valid_gcp_labels(value: str) -> None:
     encoded = encode_label_value(value)
     assert set(encoded) <= set("abcdefghijklmnopqrstuvwxyz0123456789-_")
     assert decode_label_value(encoded) == value
+
+
+@given(st.text())
+def test_any_label_value_round_trips_in_gcp_label_characters(value: str) -> None:
+    encoded = encode_label_value(value)
+    assert set(encoded) <= set("abcdefghijklmnopqrstuvwxyz0123456789-_")
+    assert decode_label_value(encoded) == value
+
+
+def test_template_zones_come_from_the_placement() -> None:
+    template = template_from_placement(
+        {
+            "name": "gcp",
+            "provider": {"type": "GKENodePool"},
+            "template": {
+                "instanceTypes": ["a3-highgpu-8g"],
+                "nodeRole": "nodes@demo",
+                "zones": ["us-central1-a", "us-central1-c"],
+            },
+        }
+    )
+    assert template.zones == ("us-central1-a", "us-central1-c")
 
 
 def test_label_keys_are_valid_gcp_label_keys() -> None:
@@ -116,8 +141,8 @@ async def test_crash_while_the_create_operation_runs_adopts_the_provisioning_poo
     gke_server: GKEServer, gke_state: GKEState, step_clock: StepClock
 ) -> None:
     owner = new_owner()
-    impatient = make_provisioner(gke_server, step_clock)
-    impatient._create_wait_s = 0.0
+    # Returns as soon as the create is accepted: the crash comes before the operation ends.
+    impatient = make_provisioner(gke_server, step_clock, create_wait_s=0.0)
     first = await impatient.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
     assert first.created and first.status == "PROVISIONING"
     second = await make_provisioner(gke_server, step_clock).ensure(
@@ -170,8 +195,8 @@ async def test_pool_left_in_error_by_a_stockout_is_replaced_on_the_next_pass(
 ) -> None:
     owner = new_owner()
     gke_state.set_machine_type_stockout("a3-highgpu-8g")
-    impatient = make_provisioner(gke_server, step_clock)
-    impatient._create_wait_s = 0.0
+    # Returns as soon as the create is accepted: the crash comes before the operation ends.
+    impatient = make_provisioner(gke_server, step_clock, create_wait_s=0.0)
     first = await impatient.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
     assert first.created and first.status == "PROVISIONING"
     step_clock.now += 60  # the create operation ends in ZONE_RESOURCE_POOL_EXHAUSTED
