@@ -8,6 +8,8 @@ and polls the HTTPRoute every few milliseconds. Published anchors are printed be
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import sys
 import time
@@ -15,15 +17,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.common import spread, write_results
+from bench.common import RESULTS_DIR, spread, write_results
 from crossfade.sandbox import running_sandbox
 from crossfade.testing.controlplane import TestCluster
 from crossfade.testing.inference_server import Behaviour
 from crossfade.testing.traffic import HTTPRouteWeights
 from crossfade.testing.world import World, WorldKnobs, load_documents, running_world
 
-PROBE_PERIODS_S = tuple(int(p) for p in os.environ.get("BENCH_PROBE_PERIODS", "1,5").split(","))
-RUNS_PER_PERIOD = int(os.environ.get("BENCH_RECOVERY_RUNS", "5"))
+PROBE_PERIODS_S = tuple(int(p) for p in os.environ.get("BENCH_PROBE_PERIODS", "1,5,10").split(","))
+RUNS_PER_PERIOD = int(os.environ.get("BENCH_RECOVERY_RUNS", "20"))
+# Wall-clock budget for all periods together, shared equally; a period stops starting new
+# outages once its share is spent, so the bench ends in bounded time and reports n honestly.
+BUDGET_S = float(os.environ.get("BENCH_RECOVERY_BUDGET_S", "3600"))
+END_TO_END_GOAL_S = 5.0  # the issue: with 1 s probes, under 5 s end to end
+END_TO_END_GOAL_PERIOD_S = 1
 FAILURE_THRESHOLD = 3
 POLL_S = 0.02
 HEALTHY_SHARE = 0.99
@@ -71,22 +78,36 @@ def start_outage(world: World, *, kind: str) -> None:
         world.break_placement(world.primary)
 
 
-async def one_outage(world: World, reader: HTTPRouteWeights, *, kind: str) -> tuple[float, float]:
-    """Break the primary, return (onset->first shift, onset->99% healthy) in seconds; heal."""
+async def one_outage(
+    world: World, reader: HTTPRouteWeights, *, kind: str
+) -> tuple[float, float, float, int]:
+    """Break the primary; return onset->first shift, onset->99% healthy, onset, probes seen.
+
+    The onset is wall-clock epoch seconds (to match a run to the operator log); probes seen
+    is how many requests the broken endpoint received between onset and the first shift
+    (no traffic runs in this world, so every request is an inference probe).
+    """
     broken = world.rigs[world.primary].backend
+    server = world.rigs[world.primary].server
     before = await reader.read()
+    requests_at_onset = server.requests.count
+    onset_wall = time.time()
     onset = time.monotonic()
     start_outage(world, kind=kind)
     first_shift: float | None = None
+    probes_seen = 0
     deadline = onset + RUN_TIMEOUT_S
     while time.monotonic() < deadline:
         weights = await reader.read()
         now = time.monotonic() - onset
         if first_shift is None and weights != before:
             first_shift = now
+            probes_seen = server.requests.count - requests_at_onset
         if healthy_share(weights, broken_backend=broken) >= HEALTHY_SHARE:
             world.heal_placement(world.primary)
-            return first_shift if first_shift is not None else now, now
+            if first_shift is None:
+                first_shift, probes_seen = now, server.requests.count - requests_at_onset
+            return first_shift, now, onset_wall, probes_seen
         await asyncio.sleep(POLL_S)
     raise RuntimeError(f"no recovery within {RUN_TIMEOUT_S} s: {await reader.read()}")
 
@@ -104,16 +125,24 @@ async def back_on_primary(world: World, reader: HTTPRouteWeights) -> None:
 
 
 async def measure_period(
-    *, management: TestCluster, clouds: Mapping[str, TestCluster], period_s: int
-) -> dict[str, list[tuple[float, float]]]:
-    """Run RUNS_PER_PERIOD outages of each kind in one world with probe period ``period_s``."""
+    *,
+    management: TestCluster,
+    clouds: Mapping[str, TestCluster],
+    period_s: int,
+    budget_s: float,
+) -> dict[str, list[tuple[float, float, float, int]]]:
+    """Up to RUNS_PER_PERIOD outages of each kind (alternating) with probe period ``period_s``.
+
+    Stops starting outages once ``budget_s`` has passed, so both kinds get the same count.
+    """
+    started = time.monotonic()
     knobs = WorldKnobs(
         probe_period_s=period_s,
         toleration_s=0,
         failback_delay_s=period_s * FAILURE_THRESHOLD + 1,  # API: above the detection window
         start_traffic=False,
     )
-    runs: dict[str, list[tuple[float, float]]] = {kind: [] for kind in OUTAGE_KINDS}
+    runs: dict[str, list[tuple[float, float, float, int]]] = {kind: [] for kind in OUTAGE_KINDS}
     async with running_world(
         management=management,
         clouds=clouds,
@@ -126,25 +155,50 @@ async def measure_period(
         try:
             reader = HTTPRouteWeights(api=api, namespace=world.namespace, name=world.route_name)
             await back_on_primary(world, reader)
-            for kind in OUTAGE_KINDS:
-                for _ in range(RUNS_PER_PERIOD):
+            for run in range(RUNS_PER_PERIOD):
+                if time.monotonic() - started > budget_s:
+                    print(f"period {period_s} s: budget spent after {run} runs per kind")
+                    break
+                for kind in OUTAGE_KINDS:
                     await asyncio.sleep(period_s * 2)  # probes settle healthy before the outage
-                    runs[kind].append(await one_outage(world, reader, kind=kind))
+                    result = await one_outage(world, reader, kind=kind)
+                    runs[kind].append(result)
+                    print(f"period {period_s} s, {kind}, run {run + 1}: {result}", flush=True)
                     await back_on_primary(world, reader)
         finally:
             await api.close()
     return runs
 
 
-def rows_for(*, period_s: int, kind: str, runs: list[tuple[float, float]]) -> list[dict[str, Any]]:
-    """Table rows (min/median/max) for one probe period, with the issue's goal beside them."""
-    goal_first_s = period_s * FAILURE_THRESHOLD + 1
+def p90(values: list[float]) -> float:
+    """Nearest-rank 90th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def rows_for(
+    *, period_s: int, kind: str, runs: list[tuple[float, float, float, int]]
+) -> list[dict[str, Any]]:
+    """Table rows (min/median/p90/max) for one setting, the issue's goal and pass/fail beside.
+
+    Goals (issue 13): first shift within period x threshold + 1 s for every run; with 1 s
+    probes also 99% on healthy within 5 s for every run. A goal passes only if the max meets it.
+    """
+    goals: dict[str, float | None] = {
+        "onset -> first weight shift (s)": period_s * FAILURE_THRESHOLD + 1.0,
+        "onset -> 99% on healthy (s)": (
+            END_TO_END_GOAL_S if period_s == END_TO_END_GOAL_PERIOD_S else None
+        ),
+    }
     rows = []
     for label, values in (
         ("onset -> first weight shift (s)", [r[0] for r in runs]),
         ("onset -> 99% on healthy (s)", [r[1] for r in runs]),
     ):
+        if not values:
+            continue
         stats = spread(values)
+        goal = goals[label]
         rows.append(
             {
                 "system": f"crossfade, probe {period_s} s x {FAILURE_THRESHOLD}, {kind}",
@@ -152,39 +206,136 @@ def rows_for(*, period_s: int, kind: str, runs: list[tuple[float, float]]) -> li
                 "n": len(values),
                 "min_s": round(stats["min"], 2),
                 "median_s": round(stats["median"], 2),
+                "p90_s": round(p90(values), 2),
                 "max_s": round(stats["max"], 2),
-                "goal_s": goal_first_s if "first" in label else "",
+                "goal_s": "" if goal is None else goal,
+                "goal_met": "" if goal is None else ("pass" if stats["max"] <= goal else "FAIL"),
             }
         )
     return rows
 
 
-def main() -> int:
-    """Measure every probe period, then write bench/results/recovery.{json,md}."""
+def anchor_rows() -> list[dict[str, Any]]:
+    """Published worst cases of other systems, in the same columns."""
+    return [
+        {
+            "system": f"{anchor['system']} (published, {anchor['basis']})",
+            "metric": "worst-case detection + switch (s)",
+            "n": "",
+            "min_s": "",
+            "median_s": "",
+            "p90_s": "",
+            "max_s": anchor["worst_s"],
+            "goal_s": "",
+            "goal_met": "",
+        }
+        for anchor in ANCHORS
+    ]
+
+
+def load_average() -> dict[str, float]:
+    """1/5/15-minute load average of this (shared) machine."""
+    one, five, fifteen = os.getloadavg()
+    return {"1m": one, "5m": five, "15m": fifteen}
+
+
+EXPLANATION_MD = """\
+Why an earlier table showed a first shift at 3.35 s with 5 s probes (faster than 3 probes 5 s
+apart can fail): that table was measured at commit 06ce713, when the pool loop called the
+inference probe inline, once per pass. The bench world starts the operator with
+`--period 1` (`WorldKnobs.operator_period_s`, default 1.0), which overrides every pool's pass
+period, so the endpoint was probed every second whatever `healthCheck.inference.periodSeconds`
+said: the "5 s" rows were 1 s probes. The failure threshold itself was applied (the engine
+counts consecutive failed results; `engine/health.py`, reason `ProbeFailures`). Since 96b5627
+the inference probes run on the process's ProbeScheduler at `periodSeconds`, independent of
+the pass period; this run's `probes_on_broken_endpoint_before_first_shift` (in the JSON) counts
+the requests the broken endpoint received before the first shift. The NotReady rows are
+below period x threshold by design: Nodes NotReady make a placement Unhealthy at once, with no
+probe threshold (docs/failure-modes.md, weights reason `NoReadyCapacity`).
+"""
+
+
+def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked: int) -> str:
+    """Markdown below the table: run count, machine load, the 5 s explanation."""
+    peak = max((sample["1m"] for pair in loads.values() for sample in pair), default=0.0)
+    cpus = os.cpu_count() or 1
+    lines = [
+        f"Runs asked per setting: {asked}; a period stops starting outages once its share of "
+        f"the {budget_s:.0f} s budget (`BENCH_RECOVERY_BUDGET_S`) is spent, so `n` may be lower.",
+        "Goals (issue 13): first shift <= period x 3 + 1 s; with 1 s probes, 99% on healthy "
+        "< 5 s. `goal_met` is pass only if the max meets the goal.",
+        "",
+        "Load average (1 m) before/after each period: "
+        + "; ".join(
+            f"{period}: {pair[0]['1m']:.2f} -> {pair[1]['1m']:.2f}"
+            for period, pair in loads.items()
+        )
+        + f" on {cpus} CPUs.",
+    ]
+    if peak > cpus:
+        lines.append(
+            "These figures were taken on a contended machine (load above the CPU count, other "
+            "test runs alongside); expect them to be slower and noisier than on an idle one."
+        )
+    return "\n".join(lines) + "\n\n" + EXPLANATION_MD
+
+
+def write(
+    raw: Mapping[str, list[Any]], loads: Mapping[str, list[dict[str, float]]], *, budget_s: float
+) -> Path:
+    """Write bench/results/recovery.{json,md} from raw runs keyed "<period>s/<kind>"."""
     rows: list[dict[str, Any]] = []
-    raw: dict[str, list[tuple[float, float]]] = {}
+    for key, kind_runs in raw.items():
+        period, kind = key.split("/", 1)
+        rows.extend(rows_for(period_s=int(period.rstrip("s")), kind=kind, runs=kind_runs))
+    return write_results(
+        "recovery",
+        rows=rows + anchor_rows(),
+        extra={
+            "raw_runs_s": dict(raw),
+            "raw_run_fields": [
+                "first_shift_s",
+                "healthy_99_s",
+                "onset_epoch_s",
+                "probes_on_broken_endpoint_before_first_shift",
+            ],
+            "load_average": dict(loads),
+            "runs_asked_per_kind": RUNS_PER_PERIOD,
+            "budget_s": budget_s,
+        },
+        notes=notes(loads, budget_s=budget_s, asked=RUNS_PER_PERIOD),
+    )
+
+
+def main() -> int:
+    """Measure every probe period, writing bench/results/recovery.{json,md} after each.
+
+    ``--render`` rewrites the markdown from the stored JSON without measuring.
+    """
+    if sys.argv[1:] == ["--render"]:
+        stored = json.loads((RESULTS_DIR / "recovery.json").read_text())
+        path = write(stored["raw_runs_s"], stored["load_average"], budget_s=stored["budget_s"])
+        print(path.read_text())
+        return 0
+    raw: dict[str, list[tuple[float, float, float, int]]] = {}
+    loads: dict[str, list[dict[str, float]]] = {}
+    budget_per_period_s = BUDGET_S / len(PROBE_PERIODS_S)
     with running_sandbox(workdir=WORKDIR / "sandbox") as sandbox:
         clouds = {"aws": sandbox.clusters["aws"], "gcp": sandbox.clusters["gcp"]}
         for period_s in PROBE_PERIODS_S:
+            load_before = load_average()
             runs = asyncio.run(
-                measure_period(management=sandbox.management, clouds=clouds, period_s=period_s)
+                measure_period(
+                    management=sandbox.management,
+                    clouds=clouds,
+                    period_s=period_s,
+                    budget_s=budget_per_period_s,
+                )
             )
+            loads[f"{period_s}s"] = [load_before, load_average()]
             for kind, kind_runs in runs.items():
                 raw[f"{period_s}s/{kind}"] = kind_runs
-                rows.extend(rows_for(period_s=period_s, kind=kind, runs=kind_runs))
-    for anchor in ANCHORS:
-        rows.append(
-            {
-                "system": f"{anchor['system']} (published, {anchor['basis']})",
-                "metric": "worst-case detection + switch (s)",
-                "n": "",
-                "min_s": "",
-                "median_s": "",
-                "max_s": anchor["worst_s"],
-                "goal_s": "",
-            }
-        )
-    path = write_results("recovery", rows=rows, extra={"raw_runs_s": raw})
+            path = write(raw, loads, budget_s=BUDGET_S)
     print(path.read_text())
     return 0
 
