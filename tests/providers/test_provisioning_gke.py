@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crossfade.providers.errors import InsufficientCapacity
+from crossfade.providers.gke import GKENodePoolProvider, GKENodePoolRef, make_client
 from crossfade.providers.gke_provisioner import (
     GKE_LABEL_KEYS,
     GkeNodePoolProvisioner,
@@ -32,6 +33,7 @@ from crossfade.providers.provisioning import (
 from crossfade.providers.registry import ProviderContext
 from crossfade.testing.gke_server import GKEServer, GKEState
 from tests.providers.gke_provisioning_support import (
+    OPERATION_S,
     PARENT,
     TEMPLATE,
     StepClock,
@@ -207,6 +209,29 @@ async def test_pool_left_in_error_by_a_stockout_is_replaced_on_the_next_pass(
     assert second.skipped_types == ("a3-highgpu-8g",)
     assert len(deletes(gke_state)) == 1
     assert pool_names(gke_state) == [second.name]
+
+
+async def test_created_pool_that_cannot_grow_for_a_stockout_is_passed_over_not_deleted(
+    gke_server: GKEServer, gke_state: GKEState, step_clock: StepClock
+) -> None:
+    owner = new_owner()
+    provisioner = make_provisioner(gke_server, step_clock)
+    first = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
+    gke_state.set_stockout(f"{PARENT}/nodePools/{first.name}", zone="us-central1-a")
+    scaler = GKENodePoolProvider(
+        ref=GKENodePoolRef("demo", "us-central1", "serving", first.name),
+        client=make_client(endpoint=gke_server.endpoint, credentials=AnonymousCredentials()),
+        operation_wait_s=2 * OPERATION_S,
+        sleep=step_clock.sleep,
+        clock=step_clock,
+    )
+    with pytest.raises(InsufficientCapacity):
+        await scaler.scale(desired=4, token="grow")
+    second = await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
+    assert second.created and second.instance_type == "a2-ultragpu-8g"
+    assert second.skipped_types == ("a3-highgpu-8g",)
+    assert deletes(gke_state) == []
+    assert pool_names(gke_state) == sorted([first.name, second.name])
 
 
 async def test_every_machine_type_stocked_out_raises_insufficient_capacity(

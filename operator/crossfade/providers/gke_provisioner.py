@@ -92,6 +92,8 @@ _TAINT_EFFECTS = {
 }
 RESERVATION_NAME_KEY = "compute.googleapis.com/reservation-name"
 PoolStatus = container_v1.NodePool.Status
+# A pool in these states will not grow; with a capacity condition crossfade moves on.
+FAILED_STATUSES = frozenset({PoolStatus.ERROR, PoolStatus.RUNNING_WITH_ERROR})
 OperationStatus = container_v1.Operation.Status
 
 
@@ -289,10 +291,12 @@ class GkeNodePoolProvisioner:
             pool = listed.get(name)
             if pool is None or pool.status == PoolStatus.STOPPING:
                 continue
-            if pool.status == PoolStatus.ERROR and _pool_insufficient_capacity(pool):
+            if pool.status in FAILED_STATUSES and _pool_insufficient_capacity(pool):
                 skipped.append(machine_type)
-                # Ours, never served, never will: do not leave it behind.
-                await self.delete_owned(name=name, owner=owner)
+                if pool.status == PoolStatus.ERROR:
+                    # Ours, never served, never will: do not leave it behind. A pool that runs
+                    # but cannot grow (RUNNING_WITH_ERROR) keeps its nodes, as on EKS (DEGRADED).
+                    await self.delete_owned(name=name, owner=owner)
                 continue
             self._log("gke node pool adopted", name=name, machine_type=machine_type)
             return ProvisionResult(
