@@ -74,7 +74,10 @@ class EKSNodeGroup(ApiModel):
         min_length=1,
         max_length=DNS_LABEL_MAX_CHARS,
         pattern=EKS_NAME_PATTERN,
-        description="Name of the managed node group whose desired size crossfade sets.",
+        description="Name of the managed node group whose desired size crossfade sets. "
+        "With a placement template crossfade creates and names the node group itself "
+        "(`cf-<placement>-<hash>-<n>`, see status.placements[].nodeGroup) and does not use "
+        "this name.",
     )
 
 
@@ -94,7 +97,11 @@ class GKENodePool(ApiModel):
         description="Region or zone of the cluster, e.g. `europe-west4` or `us-central1-a`.",
     )
     cluster: DnsLabel = Field(description="Name of the GKE cluster.")
-    node_pool: DnsLabel = Field(description="Name of the node pool whose size crossfade sets.")
+    node_pool: DnsLabel = Field(
+        description="Name of the node pool whose size crossfade sets. With a placement "
+        "template crossfade creates and names the node pool itself (see "
+        "status.placements[].nodeGroup) and does not use this name."
+    )
 
 
 class ContractRef(ApiModel):

@@ -127,8 +127,10 @@ class InferencePoolSpec(ApiModel):
     deletion_policy: DeletionPolicy = Field(
         default=DeletionPolicy.RETAIN,
         description="On deletion: Retain capacity and weights as they are, ScaleToMin every "
-        "placement before the finalizer is removed, or Delete: ScaleToMin and let the reaper "
-        "delete the node groups crossfade created from templates (never any other).",
+        "placement before the finalizer is removed, or Delete: move traffic to a placement "
+        "that stays, ScaleToMin the others and delete the node groups crossfade created from "
+        "this pool's templates (never any other; the orphan reaper deletes those left behind "
+        "after the grace period).",
     )
     demand_accelerators: int | None = Field(
         default=None,
