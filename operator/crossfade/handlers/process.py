@@ -80,6 +80,22 @@ async def make_api_client() -> Any:
     return k8s.ApiClient(configuration)
 
 
+def router_clients(provider_context: ProviderContext) -> dict[str, Any]:
+    """Return the clients the traffic routers get, on the providers' AWS endpoint.
+
+    ``CROSSFADE_AWS_ENDPOINT_URL`` is read once, by ``ProviderContext.from_environment``;
+    the Route53 router builds its boto3 client from ``aws_endpoint_url`` here, so routers
+    and the EKS providers always talk to the same AWS endpoint (never real AWS when the
+    operator is pointed at a private endpoint or a test server).
+    """
+    aws = provider_context.aws
+    return {
+        # One bucket for the whole process: Route53 limits are per account.
+        "route53_limiter": RateLimiters().bucket("route53"),
+        "aws_endpoint_url": aws.endpoint_url if aws is not None else None,
+    }
+
+
 async def run_operator(config: RunConfig) -> int:
     """Run until stopped (SIGINT/SIGTERM) or leadership is lost; return an exit code."""
     metrics = OperatorMetrics()
@@ -176,8 +192,7 @@ async def _run_kopf(
             kube_api_client=kube_api_client,
             http=new_session(),
             provider_factory=registry_provider_factory(provider_context),
-            # One bucket for the whole process: Route53 limits are per account.
-            router_clients={"route53_limiter": RateLimiters().bucket("route53")},
+            router_clients=router_clients(provider_context),
             provider_metrics=ProviderMetrics(registry=metrics.registry),
             provider_context=provider_context,
             provisioning_metrics=ProvisioningMetrics(metrics.registry),

@@ -1,0 +1,54 @@
+"""The operator's router clients honour CROSSFADE_AWS_ENDPOINT_URL, like the EKS providers."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import boto3
+import pytest
+
+from crossfade.handlers.process import router_clients
+from crossfade.providers.registry import AWS_ENDPOINT_ENV, ProviderContext
+from crossfade.routers.route53 import build_route53_router
+from tests.support.moto_server import aws_env, moto_server
+
+__all__ = ["aws_env", "moto_server"]
+
+
+class RouterContext:
+    def __init__(self, clients: dict[str, Any]) -> None:
+        self.clients = clients
+
+
+async def test_route53_router_of_the_operator_talks_to_the_configured_aws_endpoint(
+    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(AWS_ENDPOINT_ENV, moto_server)
+    moto = boto3.client("route53", region_name="us-east-1", endpoint_url=moto_server)
+    domain = f"chat-{uuid.uuid4().hex[:6]}.example.com"
+    zone = moto.create_hosted_zone(Name=domain, CallerReference=uuid.uuid4().hex)
+    zone_id = zone["HostedZone"]["Id"].removeprefix("/hostedzone/")
+    spec = {
+        "traffic": {
+            "route53": {
+                "hostedZoneId": zone_id,
+                "recordName": f"api.{domain}",
+                "records": [
+                    {"placement": "aws-a", "values": ["a.lb.example.net"]},
+                    {"placement": "gcp-b", "values": ["b.lb.example.net"]},
+                ],
+            }
+        },
+        "placements": [{"name": "aws-a"}, {"name": "gcp-b"}],
+    }
+
+    clients = router_clients(ProviderContext.from_environment())
+    router = build_route53_router(spec, RouterContext(clients))
+
+    # Checked before any call, so a regression fails here instead of reaching real AWS.
+    assert router._client.meta.endpoint_url == moto_server
+    await router.apply({"aws-a": 75, "gcp-b": 25})
+    records = moto.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
+    weights = {r["SetIdentifier"]: r["Weight"] for r in records if "SetIdentifier" in r}
+    assert weights == {"aws-a": 255, "gcp-b": 85}
