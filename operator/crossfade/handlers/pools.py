@@ -73,7 +73,16 @@ def invalid_spec_reason(spec: Mapping[str, Any]) -> str | None:
 
 
 class PoolWriter:
-    """Writes status, annotations and Events of one pool; remembers what it last wrote."""
+    """Writes status, annotations and Events of one pool; remembers what it last wrote.
+
+    kopf's watched body can lag behind our own writes. ``freshest`` returns the newest
+    object known, comparing resourceVersions only for equality (they are opaque strings;
+    the API conventions forbid ordering them): the object our last write returned (or a
+    fresh read) stays authoritative while the watch delivers a version seen before that
+    write (``_behind``: watched versions and our own earlier answers). When the watch
+    delivers our version, it has caught up; any other version is a foreign write of
+    unknown order, so the object is read once from the API instead of guessing.
+    """
 
     def __init__(self, *, api_client: Any, namespace: str, name: str) -> None:
         # Typed as Any: the stubs omit ``_content_type``, which custom objects need, since
@@ -82,18 +91,38 @@ class PoolWriter:
         self._namespace = namespace
         self._name = name
         self.last_object: dict[str, Any] | None = None
-        self._seen_version: str | None = None
+        self._behind: set[str] = set()
+        self._watched: str | None = None
 
-    def freshest(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def freshest(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Return the newest known object: our last write's answer until the watch catches up."""
         snapshot = plain(body)
-        version = (snapshot.get("metadata") or {}).get("resourceVersion")
-        if self.last_object is not None and version == self._seen_version:
+        version = _version(snapshot)
+        self._watched = version
+        if self.last_object is None:
+            return snapshot
+        if version == _version(self.last_object):
+            self.last_object, self._behind = None, set()
+            return snapshot
+        if version is not None and version in self._behind:
             return self.last_object
-        self.last_object, self._seen_version = None, None
-        return snapshot
+        fresh: dict[str, Any] = await self._api.get_namespaced_custom_object(
+            GROUP, VERSION, self._namespace, PLURAL, self._name
+        )
+        self._remember(fresh)
+        if _version(fresh) == version:
+            self.last_object, self._behind = None, set()
+            return snapshot
+        return fresh
 
-    async def patch_status(self, patch: Mapping[str, Any], *, seen_version: str | None) -> None:
+    def _remember(self, answer: dict[str, Any]) -> None:
+        """Make ``answer`` authoritative; what the watch showed before it is now behind."""
+        for older in (self._watched, _version(self.last_object or {})):
+            if older is not None:
+                self._behind.add(older)
+        self.last_object = answer
+
+    async def patch_status(self, patch: Mapping[str, Any]) -> None:
         answer = await self._api.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
@@ -103,11 +132,9 @@ class PoolWriter:
             {"status": dict(patch)},
             _content_type=MERGE_PATCH,
         )
-        self.last_object, self._seen_version = answer, seen_version
+        self._remember(answer)
 
-    async def patch_annotations(
-        self, patch: Mapping[str, str | None], *, seen_version: str | None
-    ) -> None:
+    async def patch_annotations(self, patch: Mapping[str, str | None]) -> None:
         answer = await self._api.patch_namespaced_custom_object(
             GROUP,
             VERSION,
@@ -117,7 +144,12 @@ class PoolWriter:
             {"metadata": {"annotations": dict(patch)}},
             _content_type=MERGE_PATCH,
         )
-        self.last_object, self._seen_version = answer, seen_version
+        self._remember(answer)
+
+
+def _version(obj: Mapping[str, Any]) -> str | None:
+    version = (obj.get("metadata") or {}).get("resourceVersion")
+    return str(version) if version is not None else None
 
 
 def post_events(body: Any, events: list[EmitEvent]) -> None:
@@ -230,7 +262,7 @@ async def _write_invalid(context: OperatorContext, *, body: kopf.Body, message: 
             namespace=str(meta.get("namespace")),
             name=str(meta.get("name")),
         )
-        await writer.patch_status(patch, seen_version=None)
+        await writer.patch_status(patch)
 
 
 async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRuntime:
@@ -260,7 +292,11 @@ async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> 
 
 async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWriter) -> float:
     """Run one pass; return seconds to wait before the next."""
-    snapshot = writer.freshest(body)
+    try:
+        snapshot = await writer.freshest(body)
+    except (ApiException, OSError, TimeoutError) as exc:
+        log.warning("pass skipped: cannot read the pool: %s", exc)
+        return ERROR_RETRY_S
     meta = snapshot.get("metadata") or {}
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
     spec = snapshot.get("spec") or {}
@@ -272,18 +308,17 @@ async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWr
     now = time.time()
     try:
         runtime = await _runtime(context, snapshot=snapshot)
-        version = meta.get("resourceVersion")
 
         async def persist(patch: Mapping[str, str | None]) -> None:
-            await writer.patch_annotations(patch, seen_version=version)
+            await writer.patch_annotations(patch)
 
         outcome = await reconcile_once(
             body=snapshot, runtime=runtime, now=now, metrics=context.metrics, persist=persist
         )
         if outcome.annotations_patch:
-            await writer.patch_annotations(outcome.annotations_patch, seen_version=version)
+            await writer.patch_annotations(outcome.annotations_patch)
         if outcome.status_patch:
-            await writer.patch_status(outcome.status_patch, seen_version=version)
+            await writer.patch_status(outcome.status_patch)
             context.metrics.status_writes.labels(namespace, name).inc()
         post_events(body, outcome.events)
         record_metrics(context, namespace=namespace, name=name, outcome=outcome, now=now)
