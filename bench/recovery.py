@@ -248,8 +248,12 @@ period, so the endpoint was probed every second whatever `healthCheck.inference.
 said: the "5 s" rows were 1 s probes. The failure threshold itself was applied (the engine
 counts consecutive failed results; `engine/health.py`, reason `ProbeFailures`). Since 96b5627
 the inference probes run on the process's ProbeScheduler at `periodSeconds`, independent of
-the pass period; this run's `probes_on_broken_endpoint_before_first_shift` (in the JSON) counts
-the requests the broken endpoint received before the first shift. The NotReady rows are
+the pass period, and the 5 s and 10 s rows above come out above 2 x period (three failed
+probes need at least two periods after the first). Evidence for the old figure: its operator
+log shows each endpoint-only Failover about 13.4 s after the preceding Failback (19:17:07.247 ->
+19:17:20.735), i.e. the bench's 10 s settle sleep plus ~3.3 s, three 1 s passes. Runs from
+2f1aba4 on also store `probes_on_broken_endpoint_before_first_shift` (4th raw field; no traffic
+runs in this world, so each request is a probe). The NotReady rows are
 below period x threshold by design: Nodes NotReady make a placement Unhealthy at once, with no
 probe threshold (docs/failure-modes.md, weights reason `NoReadyCapacity`).
 """
