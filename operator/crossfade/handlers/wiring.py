@@ -341,7 +341,7 @@ def _probe_fn(
 
 
 def _cloud_fn(probe: CloudProbe) -> Callable[[], Any]:
-    async def run() -> ProviderObservation:
+    async def run() -> ProviderObservation | None:
         return await probe.observe()
 
     return run
