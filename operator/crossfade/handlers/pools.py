@@ -12,13 +12,14 @@ import kopf
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from crossfade.engine.plan import ConditionStatus, EmitEvent
+from crossfade.api.fields import ConditionType
+from crossfade.engine.plan import ConditionStatus, EmitEvent, SetCondition
 from crossfade.engine.policy import policy_from_spec
 from crossfade.engine.weights import all_to
 from crossfade.handlers.health import ProcessHealth
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.reconcile import PassOutcome, PoolRuntime, reconcile_once
-from crossfade.handlers.status import iso_time, status_patch
+from crossfade.handlers.status import iso_time, merge_conditions, status_patch
 from crossfade.handlers.wiring import SharedClients, WiringError, build_runtime
 from crossfade.logging import log_context
 from crossfade.providers.base import idempotency_token
@@ -265,6 +266,40 @@ async def _write_invalid(context: OperatorContext, *, body: kopf.Body, message: 
         await writer.patch_status(patch)
 
 
+def wiring_failure_status(
+    stored: Mapping[str, Any], error: WiringError, *, now: float, generation: int | None
+) -> dict[str, Any]:
+    """Return the status merge patch recording ``error`` as Ready=False; {} when already there.
+
+    Nothing clears it explicitly: once wiring succeeds, the engine sets Ready on every pass
+    (engine/decide.py), which replaces this reason and message.
+    """
+    failed = SetCondition(ConditionType.READY, ConditionStatus.FALSE, error.reason, error.message)
+    conditions = merge_conditions(
+        stored.get("conditions"), [failed], now=now, observed_generation=generation
+    )
+    # status.phase is not in the CRD schema (the apiserver prunes it), so it is not written.
+    return status_patch(stored, {**stored, "conditions": conditions})
+
+
+async def _write_wiring_failure(
+    writer: PoolWriter, *, snapshot: Mapping[str, Any], error: WiringError, now: float
+) -> None:
+    generation = (snapshot.get("metadata") or {}).get("generation")
+    patch = wiring_failure_status(
+        snapshot.get("status") or {},
+        error,
+        now=now,
+        generation=int(generation) if generation is not None else None,
+    )
+    if not patch:
+        return
+    try:
+        await writer.patch_status(patch)
+    except (ApiException, OSError, TimeoutError) as exc:
+        log.warning("cannot record the wiring failure in status: %s", exc)
+
+
 async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> PoolRuntime:
     meta = snapshot.get("metadata") or {}
     namespace, name = str(meta.get("namespace")), str(meta.get("name"))
@@ -324,6 +359,7 @@ async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWr
         record_metrics(context, namespace=namespace, name=name, outcome=outcome, now=now)
     except WiringError as exc:
         kopf.event(body, type="Warning", reason=exc.reason, message=exc.message[:1024])
+        await _write_wiring_failure(writer, snapshot=snapshot, error=exc, now=now)
         context.metrics.reconcile_errors.labels(namespace, name).inc()
         return max(period, ERROR_RETRY_S)
     except (ApiException, OSError, TimeoutError) as exc:
