@@ -8,7 +8,13 @@ from collections.abc import Callable
 import boto3
 import pytest
 
-from crossfade.providers.aws_api import RETRY_ATTEMPTS, AutoScalingApi, EksApi, RetryPolicy
+from crossfade.providers.aws_api import (
+    RETRY_ATTEMPTS,
+    AutoScalingApi,
+    AwsClients,
+    EksApi,
+    RetryPolicy,
+)
 from crossfade.providers.aws_eks import (
     DESCRIBE_CACHE_TTL_S,
     EksNodeGroupProvider,
@@ -108,6 +114,8 @@ def make_provider(
             "retry": retry,
             "sleep": recorded_sleep,
             "read_timeout_s": read_timeout_s,
+            # Clients of their own, so a test that changes the credentials gets a new chain.
+            "clients": AwsClients(),
         }
         return EksNodeGroupProvider(
             ref=ref or eks_nodegroup,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -315,27 +316,104 @@ def make_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
+ClientKey = tuple[str, str, str | None, float]
+"""(service, region, endpoint URL, read timeout): what makes two boto3 clients differ."""
+
+
+class AwsClients:
+    """The process's boto3 clients: one Session, one client per service/region/endpoint.
+
+    Each boto3 Session loads botocore's service models anew (about 18 MiB for EKS plus Auto
+    Scaling), so a Session per placement made the operator's memory grow with its pools.
+    Clients are thread-safe and shared by every placement of the same region; Sessions are
+    not, so clients are created under a lock. Creating the first client of a key costs
+    0.3-1 s of CPU: ``client`` is therefore called from the worker thread of the first API
+    call (``_ServiceApi``), never on the event loop. Rate limits are not kept here: the
+    token buckets stay with the callers (``AwsCaller``), whatever client they share.
+    """
+
+    def __init__(
+        self, *, session_factory: Callable[[], boto3.session.Session] = make_session
+    ) -> None:
+        self._session_factory = session_factory
+        self._session: boto3.session.Session | None = None
+        self._clients: dict[ClientKey, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(
+        self,
+        service: str,
+        *,
+        region: str,
+        endpoint_url: str | None = None,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ) -> Any:
+        """Return the shared client of ``service`` in ``region``, creating it on first use."""
+        key: ClientKey = (service, region, endpoint_url, read_timeout_s)
+        found = self._clients.get(key)
+        if found is not None:
+            return found
+        with self._lock:
+            found = self._clients.get(key)
+            if found is None:
+                if self._session is None:
+                    self._session = self._session_factory()
+                found = self._session.client(  # type: ignore[call-overload]
+                    service,
+                    region_name=region,
+                    endpoint_url=endpoint_url,
+                    config=client_config(read_timeout_s=read_timeout_s),
+                )
+                self._clients[key] = found
+                log.info(
+                    "aws client created",
+                    extra={"api": service, "region": region, "clients": len(self._clients)},
+                )
+            return found
+
+    @property
+    def count(self) -> int:
+        """How many clients exist (one per service/region/endpoint/timeout in use)."""
+        return len(self._clients)
+
+
+PROCESS_CLIENTS = AwsClients()
+"""The clients every placement of this process shares unless it is given its own."""
+
+
 ClientT = TypeVar("ClientT")
 
 
 class _ServiceApi(Generic[ClientT]):
-    """One boto3 client of one AWS service, with rate limits, retries and typed errors."""
+    """One AWS service in one region, with rate limits, retries and typed errors.
+
+    ``client`` is either a boto3 client or a callable returning it; the callable is only
+    called inside the worker thread of an API call, so building an API object never blocks
+    the event loop on boto3's client creation.
+    """
 
     SERVICE: ClassVar[str]  # the boto3 service name, also the rate-limiter's API name
 
     def __init__(
         self,
         *,
-        client: ClientT,
+        client: ClientT | Callable[[], ClientT],
         limiters: RateLimiters,
         retry: RetryPolicy | None = None,
         observer: CallObserver | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self._client = client
+        self._client_source: Callable[[], ClientT] = (
+            client if callable(client) else functools.partial(_same, client)
+        )
         self.caller = AwsCaller(
             api=self.SERVICE, limiters=limiters, retry=retry, observer=observer, sleep=sleep
         )
+
+    @property
+    def _client(self) -> ClientT:
+        # Read only inside ``caller.call``'s worker thread (see the class docstring).
+        return self._client_source()
 
     @classmethod
     def create(
@@ -345,17 +423,36 @@ class _ServiceApi(Generic[ClientT]):
         limiters: RateLimiters,
         endpoint_url: str | None = None,
         session: boto3.session.Session | None = None,
+        clients: AwsClients | None = None,
         read_timeout_s: float = READ_TIMEOUT_S,
         **options: Any,
     ) -> Self:
-        """Build the client from the default credential chain (``endpoint_url`` for tests)."""
-        client = (session or make_session()).client(  # type: ignore[call-overload]
+        """Return the API on the shared client of ``region`` (``endpoint_url`` for tests).
+
+        The client comes from ``clients`` (default: the process's ``PROCESS_CLIENTS``) and is
+        created lazily by the first call; ``session`` instead creates a client of its own
+        now, for callers that manage a Session themselves.
+        """
+        if session is not None:
+            own = session.client(  # type: ignore[call-overload]
+                cls.SERVICE,
+                region_name=region,
+                endpoint_url=endpoint_url,
+                config=client_config(read_timeout_s=read_timeout_s),
+            )
+            return cls(client=own, limiters=limiters, **options)
+        source = functools.partial(
+            (clients if clients is not None else PROCESS_CLIENTS).client,
             cls.SERVICE,
-            region_name=region,
+            region=region,
             endpoint_url=endpoint_url,
-            config=client_config(read_timeout_s=read_timeout_s),
+            read_timeout_s=read_timeout_s,
         )
-        return cls(client=client, limiters=limiters, **options)
+        return cls(client=source, limiters=limiters, **options)
+
+
+def _same(value: T) -> T:
+    return value
 
 
 class EksApi(_ServiceApi["EKSClient"]):

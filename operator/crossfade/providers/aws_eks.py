@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from crossfade.providers.aws_api import (
     INSUFFICIENT_CAPACITY_CODES,
     AutoScalingApi,
+    AwsClients,
     CallObserver,
     EksApi,
     RetryPolicy,
@@ -347,6 +348,8 @@ class AwsProviderContext:
     retry: RetryPolicy | None = None
     observer: CallObserver | None = None
     clock: Clock = time.time
+    # The boto3 clients, shared by region/endpoint; None is the process's (aws_api.PROCESS_CLIENTS).
+    clients: AwsClients | None = None
 
 
 def build_eks_provider(
@@ -354,7 +357,11 @@ def build_eks_provider(
 ) -> EksNodeGroupProvider:
     """Registry factory: the provider of one ``EKSNodeGroup`` placement (wire form)."""
     ref = EksNodeGroupRef.from_placement(placement)
-    options: dict[str, Any] = {"retry": context.retry, "observer": context.observer}
+    options: dict[str, Any] = {
+        "retry": context.retry,
+        "observer": context.observer,
+        "clients": context.clients,
+    }
     return EksNodeGroupProvider(
         ref=ref,
         eks=EksApi.create(

@@ -86,5 +86,6 @@ def build_eks_provisioner(placement: Mapping[str, Any], context: ProviderContext
         endpoint_url=aws.endpoint_url,
         retry=aws.retry,
         observer=aws.observer,
+        clients=aws.clients,
     )
     return EksNodeGroupProvisioner(cluster=ref.cluster, eks=eks)
