@@ -4,6 +4,15 @@ The active replica renews the Lease every RENEW_INTERVAL_S. A standby takes it o
 ``renewTime + leaseDurationSeconds`` has passed. The active replica stops acting as soon
 as it fails to renew for longer than RENEW_DEADLINE_S (shorter than the lease duration),
 so two replicas never act at the same time, provided their clocks roughly agree.
+
+The timings are Kubernetes' own leader-election defaults (leaseDuration 15 s,
+renewDeadline 10 s, retryPeriod 2 s). One renew attempt may take the whole renew deadline:
+on a busy event loop (many pools starting at once) the answer to a renew that the apiserver
+accepted in time can be read late, and that must not make the leader step down. A late
+success is still a proof: the replace carries the Lease's resourceVersion, so it fails with
+409 if a standby took over meanwhile. The elector uses its own ApiClient (process.py), so
+its requests never queue behind the pools' requests in a shared connection pool.
+See docs/operations.md, "Leader election timing".
 """
 
 from __future__ import annotations
@@ -20,10 +29,10 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 log = logging.getLogger(__name__)
 
-LEASE_DURATION_S = 10
+LEASE_DURATION_S = 15
 RENEW_INTERVAL_S = 2.0
-RENEW_DEADLINE_S = 7.0
-RETRY_INTERVAL_S = 1.0
+RENEW_DEADLINE_S = 10.0
+RETRY_INTERVAL_S = 2.0
 HTTP_CONFLICT = 409
 HTTP_NOT_FOUND = 404
 
