@@ -8,11 +8,18 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from crossfade.engine.observations import ProviderErrorKind
+from crossfade.engine.observations import ProviderErrorKind, ProviderObservation
 from crossfade.probes.breaker import BreakerState, CircuitBreaker
 from crossfade.probes.cloud import CloudProbe
 from crossfade.providers.base import HealthIssue, NodeGroupState
 from crossfade.providers.errors import NotFound, PermissionDenied, ProviderUnavailable, Throttled
+
+
+async def observed(probe: CloudProbe) -> ProviderObservation:
+    """Observe once; these tests expect an observation every time (no stale answer yet)."""
+    seen = await probe.observe()
+    assert seen is not None
+    return seen
 
 
 def State(
@@ -78,7 +85,7 @@ def probe_with(
 async def test_describe_result_becomes_observation() -> None:
     provider = ScriptedProvider([State(desired=4, ready=3, updating=True)])
     probe, _ = probe_with(provider, FakeClock())
-    seen = await probe.observe()
+    seen = await observed(probe)
     assert (seen.placement, seen.desired, seen.ready, seen.min_size, seen.max_size) == (
         "eks-a",
         4,
@@ -92,7 +99,7 @@ async def test_describe_result_becomes_observation() -> None:
 async def test_insufficient_capacity_health_issue_is_reported_as_error_kind() -> None:
     issue = HealthIssue("AsgInstanceLaunchFailures", "no p5 capacity in use1-az2", True)
     probe, breaker = probe_with(ScriptedProvider([State(health_issues=(issue,))]), FakeClock())
-    seen = await probe.observe()
+    seen = await observed(probe)
     assert seen.error is ProviderErrorKind.INSUFFICIENT_CAPACITY
     assert "no p5 capacity" in seen.message
     assert breaker.state is BreakerState.CLOSED
@@ -103,16 +110,16 @@ async def test_api_outage_opens_breaker_then_half_open_trial_closes_it() -> None
     down = ProviderUnavailable("503 from eks", code="ServiceUnavailableException")
     provider = ScriptedProvider([down, down])
     probe, breaker = probe_with(provider, clock)
-    assert (await probe.observe()).error is ProviderErrorKind.UNAVAILABLE
-    assert (await probe.observe()).error is ProviderErrorKind.UNAVAILABLE
+    assert (await observed(probe)).error is ProviderErrorKind.UNAVAILABLE
+    assert (await observed(probe)).error is ProviderErrorKind.UNAVAILABLE
     assert breaker.state is BreakerState.OPEN
-    gated = await probe.observe()
+    gated = await observed(probe)
     assert gated.error is ProviderErrorKind.UNAVAILABLE and "CircuitOpen" in gated.message
     assert provider.calls == 2  # the open breaker did not call the API
     clock.now += 60
-    recovered = await probe.observe()
+    recovered = await observed(probe)
     assert recovered.error is None and recovered.desired == 3
-    assert breaker.state is BreakerState.CLOSED and provider.calls == 3
+    assert breaker.snapshot().state is BreakerState.CLOSED and provider.calls == 3
 
 
 async def test_answers_from_a_working_api_do_not_trip_the_breaker() -> None:
@@ -123,7 +130,7 @@ async def test_answers_from_a_working_api_do_not_trip_the_breaker() -> None:
         NotFound("no such nodegroup", code="ResourceNotFoundException"),
     ]
     probe, breaker = probe_with(ScriptedProvider(errors), clock)
-    kinds = [(await probe.observe()).error for _ in range(3)]
+    kinds = [(await observed(probe)).error for _ in range(3)]
     assert kinds == [
         ProviderErrorKind.NOT_FOUND,
         ProviderErrorKind.PERMISSION_DENIED,
@@ -139,10 +146,10 @@ async def test_throttling_and_untyped_errors_count_as_api_failures() -> None:
         RuntimeError("bug"),
     ]
     probe, breaker = probe_with(ScriptedProvider(script), clock)
-    throttled = await probe.observe()
+    throttled = await observed(probe)
     assert throttled.error is ProviderErrorKind.THROTTLED
     assert throttled.message == "ThrottlingException: Rate exceeded"
-    second = await probe.observe()
+    second = await observed(probe)
     assert second.error is ProviderErrorKind.UNAVAILABLE and "RuntimeError" in second.message
     assert breaker.state is BreakerState.OPEN
 
@@ -150,7 +157,7 @@ async def test_throttling_and_untyped_errors_count_as_api_failures() -> None:
 async def test_hung_describe_times_out_and_counts_as_failure() -> None:
     clock = FakeClock()
     probe, breaker = probe_with(ScriptedProvider(["hang"]), clock, timeout_s=0.05)
-    seen = await probe.observe()
+    seen = await observed(probe)
     assert seen.error is ProviderErrorKind.UNAVAILABLE and seen.message.startswith("Timeout")
     assert breaker.snapshot().consecutive_failures == 1
 
@@ -160,8 +167,8 @@ async def test_cancelled_trial_releases_the_half_open_slot() -> None:
     down = ProviderUnavailable("down")
     provider = ScriptedProvider([down, down, "hang"])
     probe, breaker = probe_with(provider, clock)
-    await probe.observe()
-    await probe.observe()
+    await observed(probe)
+    await observed(probe)
     clock.now += 60
     task = asyncio.create_task(probe.observe())
     await provider.hanging.wait()
@@ -178,7 +185,7 @@ async def test_errors_are_observed_with_info_logging_enabled(
     clock = FakeClock()
     probe, _ = probe_with(ScriptedProvider([ProviderUnavailable("boom", code="HTTP503")]), clock)
     with caplog.at_level(logging.INFO, logger="crossfade.probes.cloud"):
-        observed = await probe.observe()
-    assert observed.error is ProviderErrorKind.UNAVAILABLE
+        seen = await observed(probe)
+    assert seen.error is ProviderErrorKind.UNAVAILABLE
     record = next(r for r in caplog.records if r.getMessage() == "cloud probe error")
     assert record.__dict__["detail"] == "HTTP503: boom"

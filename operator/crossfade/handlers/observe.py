@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 ProbeFn = Callable[[], Awaitable[ProbeResult]]
 NodesFn = Callable[[], Awaitable[NodeObservation | None]]
-CloudFn = Callable[[], Awaitable[ProviderObservation]]
+# None: no fresh observation this pass (a throttled describe); the engine keeps the last.
+CloudFn = Callable[[], Awaitable[ProviderObservation | None]]
 
 
 class ObservationFeed(Protocol):

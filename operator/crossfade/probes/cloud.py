@@ -2,6 +2,14 @@
 
 A cloud control-plane outage shows up here (errors, then an open breaker) before serving
 fails, and an open breaker stops the operator from hammering an API that is down.
+
+A throttled describe is not news about the node group. While the last answered describe
+is younger than ``stale_after_s`` the probe reports "no fresh observation" (None) and the
+engine keeps that answer with its age; only a throttle that outlasts it becomes the
+placement's ``providerError``. Without this, a describe budget that serves every other
+pass flips ``providerError`` (and three conditions, and the durable engine state) on
+every pass. A refusal by crossfade's own token bucket never reached the cloud, so it does
+not count against the breaker either; a throttle the cloud answered does.
 """
 
 from __future__ import annotations
@@ -23,6 +31,12 @@ DEFAULT_DESCRIBE_TIMEOUT_S = 10.0
 MESSAGE_MAX_CHARS = 300
 # Errors that say the API itself is unwell; the others are answers from a working API.
 BREAKER_ERROR_KINDS = frozenset({ProviderErrorKind.THROTTLED, ProviderErrorKind.UNAVAILABLE})
+# How long the last answered describe stands in for throttled ones: three EKS describe
+# cache periods (providers/aws_eks.py DESCRIBE_CACHE_TTL_S), so one or two refused
+# refreshes never reach status.
+DEFAULT_STALE_AFTER_S = 90.0
+# The code crossfade's own token bucket gives a call it refused (providers/aws_api.py).
+CLIENT_RATE_LIMITED = "ClientRateLimited"
 
 
 class Describable(Protocol):
@@ -36,6 +50,11 @@ def error_kind_of(exc: BaseException) -> ProviderErrorKind:
     return exc.kind if isinstance(exc, ProviderError) else ProviderErrorKind.UNAVAILABLE
 
 
+def refused_locally(exc: BaseException) -> bool:
+    """Return True when crossfade's own token bucket refused the call (it was never sent)."""
+    return isinstance(exc, ProviderError) and exc.code == CLIENT_RATE_LIMITED
+
+
 class CloudProbe:
     """Describes one placement's node group through its provider's shared breaker."""
 
@@ -46,16 +65,23 @@ class CloudProbe:
         provider: Describable,
         breaker: CircuitBreaker,
         timeout_s: float = DEFAULT_DESCRIBE_TIMEOUT_S,
+        stale_after_s: float = DEFAULT_STALE_AFTER_S,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.placement = placement
         self._provider = provider
         self._breaker = breaker
         self.timeout_s = timeout_s
+        self.stale_after_s = stale_after_s
         self._wall_clock = wall_clock
+        self._answered_at: float | None = None  # when a describe last returned a state
 
-    async def observe(self) -> ProviderObservation:
-        """Describe once; errors become the observation's ``error``, never an exception."""
+    async def observe(self) -> ProviderObservation | None:
+        """Describe once; errors become the observation's ``error``, never an exception.
+
+        None means "no fresh observation": the describe was throttled while the last
+        answer is still young enough to stand (see the module docstring).
+        """
         at = self._wall_clock()
         if not self._breaker.allow():
             snap = self._breaker.snapshot()
@@ -79,14 +105,26 @@ class CloudProbe:
             raise
         except Exception as exc:  # the provider contract: typed ProviderError; be safe anyway
             kind = error_kind_of(exc)
-            if kind in BREAKER_ERROR_KINDS:
+            if refused_locally(exc):
+                self._breaker.release()  # never sent: no verdict on the API
+            elif kind in BREAKER_ERROR_KINDS:
                 self._breaker.record_failure()
             else:
                 self._breaker.record_success()  # the API answered, it is up
             code = exc.code if isinstance(exc, ProviderError) and exc.code else type(exc).__name__
+            if kind is ProviderErrorKind.THROTTLED and self._last_answer_stands(at):
+                log.debug(
+                    "cloud probe throttled; the last answer stands",
+                    extra={"placement": self.placement, "code": code},
+                )
+                return None
             return self._error(at, kind, f"{code}: {exc}")
         self._breaker.record_success()
+        self._answered_at = at
         return self._observation(at, state)
+
+    def _last_answer_stands(self, at: float) -> bool:
+        return self._answered_at is not None and at - self._answered_at < self.stale_after_s
 
     def _error(self, at: float, kind: ProviderErrorKind, message: str) -> ProviderObservation:
         log.info(
