@@ -10,9 +10,11 @@ made before the entry points were declared, a vendored copy).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -129,7 +131,16 @@ def placement_member(placement: Mapping[str, Any], member: str) -> Mapping[str, 
 
 
 def _entry_point_targets() -> dict[str, str]:
-    return {ep.name: ep.value for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    # Scanning every installed package's metadata takes milliseconds and runs on the event
+    # loop for each placement built, so the scan is kept per import path: a package put on
+    # sys.path is found, one installed into an existing path after start-up needs a restart.
+    return dict(_scan_entry_points(tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=4)
+def _scan_entry_points(search_path: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    del search_path  # the cache key only: metadata.entry_points reads sys.path itself
+    return tuple((ep.name, ep.value) for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def available_types() -> dict[str, str]:
