@@ -52,3 +52,27 @@ async def test_route53_router_of_the_operator_talks_to_the_configured_aws_endpoi
     records = moto.list_resource_record_sets(HostedZoneId=zone_id)["ResourceRecordSets"]
     weights = {r["SetIdentifier"]: r["Weight"] for r in records if "SetIdentifier" in r}
     assert weights == {"aws-a": 255, "gcp-b": 85}
+
+
+def test_routers_of_every_pool_share_one_route53_client(
+    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(AWS_ENDPOINT_ENV, moto_server)
+    clients = router_clients(ProviderContext.from_environment())
+    routers = [
+        build_route53_router(
+            {
+                "traffic": {
+                    "route53": {
+                        "hostedZoneId": f"Z{n}",
+                        "recordName": f"api{n}.example.com",
+                        "records": [{"placement": "aws-a", "values": ["a.lb.example.net"]}],
+                    }
+                },
+                "placements": [{"name": "aws-a"}],
+            },
+            RouterContext(clients),
+        )
+        for n in range(3)
+    ]
+    assert {id(router._client) for router in routers} == {id(clients["route53"])}

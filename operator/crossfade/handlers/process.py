@@ -38,6 +38,7 @@ from crossfade.providers.provisioned import ProvisioningMetrics
 from crossfade.providers.ratelimit import RateLimiters
 from crossfade.providers.reaper import DEFAULT_GRACE_PERIOD_S
 from crossfade.providers.registry import ProviderContext
+from crossfade.routers.route53 import make_route53_client
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,13 @@ def router_clients(provider_context: ProviderContext) -> dict[str, Any]:
     operator is pointed at a private endpoint or a test server).
     """
     aws = provider_context.aws
+    endpoint_url = aws.endpoint_url if aws is not None else None
     return {
-        # One bucket for the whole process: Route53 limits are per account.
+        # One client for every pool's router (a boto3 Session per router cost megabytes
+        # each), created once at start-up; one bucket too: Route53 limits are per account.
+        "route53": make_route53_client(endpoint_url=endpoint_url),
         "route53_limiter": RateLimiters().bucket("route53"),
-        "aws_endpoint_url": aws.endpoint_url if aws is not None else None,
+        "aws_endpoint_url": endpoint_url,
     }
 
 
