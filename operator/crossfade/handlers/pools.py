@@ -20,6 +20,7 @@ from crossfade.handlers.health import ProcessHealth
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.reconcile import PassOutcome, PoolRuntime, reconcile_once
 from crossfade.handlers.status import iso_time, merge_conditions, status_patch
+from crossfade.handlers.wakeup import PoolWakeups, run_pool_loop
 from crossfade.handlers.wiring import SharedClients, WiringError, build_runtime
 from crossfade.logging import log_context
 from crossfade.providers.base import idempotency_token
@@ -50,6 +51,8 @@ class OperatorContext:
     clients: SharedClients = field(default_factory=SharedClients)
     period_override_s: float | None = None
     runtimes: dict[str, tuple[int, PoolRuntime]] = field(default_factory=dict)
+    # Wakes a sleeping pool loop on a spec or manual-control change (handlers/wakeup.py).
+    wakeups: PoolWakeups = field(default_factory=PoolWakeups)
 
 
 def _key(namespace: str, name: str) -> str:
@@ -219,11 +222,21 @@ def register(registry: Any, context: OperatorContext) -> None:
         )
         with log_context(pool=_key(namespace, name)):
             log.info("pool loop started")
-            while not stopped:
-                period = await _one_pass(context, body=body, writer=writer)
-                context.health.tick()
-                await stopped.wait(period)
+            await run_pool_loop(
+                _key(namespace, name),
+                body=body,
+                stopped=stopped,
+                wakeups=context.wakeups,
+                one_pass=lambda: _one_pass(context, body=body, writer=writer),
+                after_pass=context.health.tick,
+            )
             log.info("pool loop stopped")
+
+    @kopf.on.event(**resource)
+    async def wake_on_change(**kwargs: Any) -> None:
+        # Every watch event of a pool; only a new generation or a changed manual-control
+        # annotation wakes its loop, so the operator's own writes wake nothing.
+        context.wakeups.offer(_key(str(kwargs["namespace"]), str(kwargs["name"])), kwargs["body"])
 
     @kopf.on.delete(**resource)
     async def finalize(**kwargs: Any) -> None:

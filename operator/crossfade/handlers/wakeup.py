@@ -1,0 +1,122 @@
+"""Wake a pool's loop at once when its spec or its manual-control annotations change.
+
+The pool loop sleeps its probe period between passes. A new generation (a spec change)
+or a changed manual-control annotation (handlers/manual.py) must not wait for that: the
+kopf watch-event handler (handlers/pools.py) offers every event of the pool here, and an
+event whose fingerprint differs from what the loop's last pass started from wakes the
+loop. The operator's own writes (status, the engine-state annotation) leave the
+fingerprint as it was, so they wake nothing and a pool at steady state stays asleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from crossfade.handlers.manual import MANUAL_ANNOTATIONS
+
+log = logging.getLogger(__name__)
+
+# What a pass acts on beyond observations: the spec's generation and the manual controls.
+Fingerprint = tuple[object, tuple[tuple[str, str], ...]]
+# The daemon's stop flag: ``kopf.DaemonStopped.wait(timeout)``, done when stopped or timed out.
+UntilStopped = Callable[[float], Awaitable[object]]
+
+
+class StopFlag(Protocol):
+    """The part of ``kopf.DaemonStopped`` the loop uses: true once stopped, and a timed wait."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Awaitable[object]: ...
+
+
+def fingerprint(body: Mapping[str, Any]) -> Fingerprint:
+    """Return the generation and the manual-control annotations of a pool object."""
+    metadata = body.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    manual = tuple(
+        sorted((key, str(annotations[key])) for key in MANUAL_ANNOTATIONS if key in annotations)
+    )
+    return metadata.get("generation"), manual
+
+
+@dataclass(slots=True)
+class _Wakeup:
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    acted_on: Fingerprint | None = None
+
+
+class PoolWakeups:
+    """One wake-up flag per pool (``namespace/name``), shared by the loop and the watcher."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, _Wakeup] = {}
+
+    def begin_pass(self, key: str, body: Mapping[str, Any]) -> None:
+        """Note what a pass starts from; changes seen from here on wake the next sleep."""
+        wakeup = self._pools.setdefault(key, _Wakeup())
+        wakeup.event.clear()
+        wakeup.acted_on = fingerprint(body)
+
+    def offer(self, key: str, body: Mapping[str, Any]) -> bool:
+        """Wake the pool's loop if ``body`` changed what it acts on; return True if woken.
+
+        A pool with no loop yet (or no pass yet) has nothing to wake: its first pass reads
+        the object as it is.
+        """
+        wakeup = self._pools.get(key)
+        if wakeup is None or wakeup.acted_on is None:
+            return False
+        if fingerprint(body) == wakeup.acted_on:
+            return False
+        if not wakeup.event.is_set():
+            log.debug("pool loop woken", extra={"pool": key})
+        wakeup.event.set()
+        return True
+
+    async def sleep(self, key: str, period_s: float, *, until_stopped: UntilStopped) -> bool:
+        """Wait ``period_s``, less if woken or stopped; return True when woken."""
+        wakeup = self._pools.setdefault(key, _Wakeup())
+        if wakeup.event.is_set():
+            return True
+        woken = asyncio.ensure_future(wakeup.event.wait())
+        stopped = asyncio.ensure_future(until_stopped(period_s))
+        try:
+            await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (woken, stopped):
+                task.cancel()
+            await asyncio.gather(woken, stopped, return_exceptions=True)
+        return wakeup.event.is_set()
+
+    def forget(self, key: str) -> None:
+        """Drop a pool whose loop has ended."""
+        self._pools.pop(key, None)
+
+
+async def run_pool_loop(
+    key: str,
+    *,
+    body: Mapping[str, Any],
+    stopped: StopFlag,
+    wakeups: PoolWakeups,
+    one_pass: Callable[[], Awaitable[float]],
+    after_pass: Callable[[], None],
+) -> None:
+    """Run passes until stopped; between them sleep the period ``one_pass`` returned.
+
+    ``body`` is kopf's live view of the pool (kopf updates it as watch events arrive); a
+    spec or manual-control change offered to ``wakeups`` ends the sleep at once.
+    """
+    try:
+        while not stopped:
+            wakeups.begin_pass(key, body)
+            period_s = await one_pass()
+            after_pass()
+            await wakeups.sleep(key, period_s, until_stopped=stopped.wait)
+    finally:
+        wakeups.forget(key)
