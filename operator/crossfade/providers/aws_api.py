@@ -12,6 +12,9 @@ Only the calls listed here are used (see docs/providers/aws.md for the matching 
    retryable; the parameters, idempotency tokens included, are the same on every attempt.
 
 Credentials come only from boto3's default chain (IRSA / EKS Pod Identity in a cluster).
+The boto3 clients are shared (``AwsClients``): one Session per process and one client per
+service, region and endpoint, whatever the number of placements; rate limits stay with
+``AwsCaller``'s buckets, which the callers' ``RateLimiters`` decide.
 """
 
 from __future__ import annotations
