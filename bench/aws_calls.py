@@ -1,8 +1,11 @@
 """AWS API calls per pool per minute, at steady state and during a failover (moto over HTTP).
 
 One pool with two EKS placements (aws-a, aws-b) and a Route53 weighted record set; a fake
-clock drives reconciles every PERIOD_S seconds. Every call is counted on the wire by the
-fault proxy in front of a moto server, so the figures include retries.
+clock drives reconciles every PERIOD_S seconds. Each reconcile reads the node groups the
+way the operator's cloud observer does: ``CloudProbe`` (circuit breaker) over
+``InstrumentedProvider`` over the EKS provider, so a wrapper that bypassed the provider's
+describe cache would show here. Every call is counted on the wire by the fault proxy in
+front of a moto server, so the figures include retries.
 
 Goals (issue 6): steady state <= 2 describe calls per placement per minute with
 periodSeconds 10 and zero writes; a failover <= 3 write calls in total.
@@ -30,9 +33,12 @@ import boto3
 from moto.server import ThreadedMotoServer
 
 from bench.common import markdown_table, spread, write_results
+from crossfade.probes.breaker import CircuitBreaker
+from crossfade.probes.cloud import CloudProbe
 from crossfade.providers.aws_api import AutoScalingApi, EksApi
 from crossfade.providers.aws_eks import EksNodeGroupProvider, EksNodeGroupRef
 from crossfade.providers.base import idempotency_token
+from crossfade.providers.instrumented import InstrumentedProvider, ProviderMetrics
 from crossfade.providers.ratelimit import DEFAULT_BUCKETS, RateLimiters
 from crossfade.routers.route53 import build_route53_router, make_route53_client
 from crossfade.testing import moto_state
@@ -152,6 +158,18 @@ async def run() -> dict[str, Any]:
             )
             for name, ref in refs.items()
         }
+        metrics = ProviderMetrics()
+        cloud_probes = [
+            CloudProbe(
+                placement=name,
+                provider=InstrumentedProvider(
+                    provider, provider_type="EKSNodeGroup", placement=name, metrics=metrics
+                ),
+                breaker=CircuitBreaker(clock=clock),
+                wall_clock=clock,
+            )
+            for name, provider in providers.items()
+        ]
         records = [{"placement": n, "values": [f"{n}.lb.example.net"]} for n in PLACEMENTS]
         spec = {
             "traffic": {
@@ -178,9 +196,9 @@ async def run() -> dict[str, Any]:
         latencies_ms: list[float] = []
 
         async def reconcile() -> None:
-            for provider in providers.values():
+            for probe in cloud_probes:
                 started = time.perf_counter()
-                await provider.describe()
+                await probe.observe()
                 latencies_ms.append((time.perf_counter() - started) * 1000)
             await router.read()
 
