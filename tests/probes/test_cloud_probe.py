@@ -189,3 +189,21 @@ async def test_errors_are_observed_with_info_logging_enabled(
     assert seen.error is ProviderErrorKind.UNAVAILABLE
     record = next(r for r in caplog.records if r.getMessage() == "cloud probe error")
     assert record.__dict__["detail"] == "HTTP503: boom"
+
+
+async def test_throttled_describe_is_no_fresh_observation_while_the_last_answer_stands() -> None:
+    clock = FakeClock()
+    refused = Throttled("token bucket empty", code="ClientRateLimited")
+    cloud = Throttled("Rate exceeded", code="ThrottlingException")
+    provider = ScriptedProvider([State(desired=3), refused, cloud, refused])
+    probe, breaker = probe_with(provider, clock)
+    answer = await observed(probe)
+    clock.now += 10
+    assert await probe.observe() is None  # refused by the local bucket: never sent
+    assert breaker.snapshot().consecutive_failures == 0
+    clock.now += 10
+    assert await probe.observe_or_last() == answer  # the scheduler gets the standing answer
+    assert breaker.snapshot().consecutive_failures == 1  # the cloud's throttle counts
+    clock.now += probe.stale_after_s
+    late = await observed(probe)
+    assert late.error is ProviderErrorKind.THROTTLED  # outlasted the answer: reported

@@ -74,7 +74,7 @@ class CloudProbe:
         self.timeout_s = timeout_s
         self.stale_after_s = stale_after_s
         self._wall_clock = wall_clock
-        self._answered_at: float | None = None  # when a describe last returned a state
+        self._last_answer: ProviderObservation | None = None  # the last describe that answered
 
     async def observe(self) -> ProviderObservation | None:
         """Describe once; errors become the observation's ``error``, never an exception.
@@ -120,11 +120,25 @@ class CloudProbe:
                 return None
             return self._error(at, kind, f"{code}: {exc}")
         self._breaker.record_success()
-        self._answered_at = at
-        return self._observation(at, state)
+        self._last_answer = self._observation(at, state)
+        return self._last_answer
+
+    async def observe_or_last(self) -> ProviderObservation:
+        """Like ``observe``, but a throttled describe gives the standing last answer again.
+
+        For consumers that need an observation every time (the probe scheduler); the
+        engine skips an observation that is not newer than the one it holds, so the
+        repeated answer is still "no fresh observation" to it.
+        """
+        seen = await self.observe()
+        if seen is not None:
+            return seen
+        assert self._last_answer is not None  # observe() gives None only while one stands
+        return self._last_answer
 
     def _last_answer_stands(self, at: float) -> bool:
-        return self._answered_at is not None and at - self._answered_at < self.stale_after_s
+        last = self._last_answer
+        return last is not None and at - last.at < self.stale_after_s
 
     def _error(self, at: float, kind: ProviderErrorKind, message: str) -> ProviderObservation:
         log.info(

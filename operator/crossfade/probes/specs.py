@@ -61,7 +61,7 @@ def node_spec(
 
 def cloud_spec(probe: CloudProbe, *, period_s: float = DEFAULT_CLOUD_PERIOD_S) -> ProbeSpec:
     async def run() -> Observation:
-        return await probe.observe()
+        return await probe.observe_or_last()
 
     return ProbeSpec(
         name=f"cloud/{probe.placement}",
