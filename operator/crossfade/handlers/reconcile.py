@@ -162,18 +162,19 @@ def apply_manual_control(
     target = control.force_failover_to or control.pinned_to
     if target is None:
         return list(actions), False
+    placement = policy.placement(target)
+    wanted_nodes = placement.nodes_for(policy.demand_accelerators)
+    observed_nodes = current_desired.get(target)
+    floor = max(wanted_nodes, observed_nodes or 0)
     kept: list[Action] = []
     for action in actions:
         if isinstance(action, SetWeights):
             continue
         if isinstance(action, ScalePlacement) and action.placement == target:
-            observed = current_desired.get(target)
-            if observed is not None and action.desired < observed:
-                continue
+            if action.desired < floor:
+                continue  # the engine's scale-down (e.g. TrafficLeft after its own failback)
+            observed_nodes = max(observed_nodes or 0, action.desired)
         kept.append(action)
-    placement = policy.placement(target)
-    wanted_nodes = placement.nodes_for(policy.demand_accelerators)
-    observed_nodes = current_desired.get(target)
     if observed_nodes is None or observed_nodes < wanted_nodes:
         kept.insert(
             0,
@@ -197,6 +198,26 @@ def apply_manual_control(
             )
         )
     return kept, False
+
+
+def desired_before_plan(
+    plan: Sequence[Action],
+    *,
+    desired: Mapping[str, int | None],
+    previous: PoolState | None,
+) -> dict[str, int | None]:
+    """Return each placement's desired node count as it stood before the engine's resizes.
+
+    The engine's state already holds the sizes its own ScalePlacement actions ask for; manual
+    control must compare against the size the node group has now, or a scale-down the engine
+    planned (TrafficLeft once it moved its own weights back) would look like no change.
+    """
+    out = dict(desired)
+    for action in plan:
+        if isinstance(action, ScalePlacement) and action.placement in out:
+            before = previous.placements.get(action.placement) if previous is not None else None
+            out[action.placement] = before.desired if before is not None else None
+    return out
 
 
 def drill_transition(
@@ -291,8 +312,17 @@ async def reconcile_once(
         control=control,
         policy=policy,
         current_weights=current_weights,
-        current_desired=desired,
+        current_desired=desired_before_plan(decision.plan, desired=desired, previous=previous),
     )
+    for name in policy.names:
+        dropped = [
+            a for a in decision.plan if isinstance(a, ScalePlacement) and a.placement == name
+        ]
+        if dropped and not any(a in actions for a in dropped) and previous is not None:
+            # Manual control refused the engine's resize: remember the size that stays.
+            before = previous.placements.get(name)
+            if before is not None and name in decision.state.placements:
+                decision.state.placements[name].desired = before.desired
     persisted = annotations.get(STATE_ANNOTATION)
     if persist is not None and any(is_effect(a) for a in actions) and not hold:
         # Write-ahead: the intent is stored before any effect, so a process killed between
