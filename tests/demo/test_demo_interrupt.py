@@ -21,6 +21,11 @@ START_TIMEOUT_S = 150.0
 STOP_TIMEOUT_S = 60.0
 
 
+def restore_default_sigint() -> None:
+    """In the child before exec: SIGINT at its default, as in a terminal's foreground job."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def descendants(root: int) -> set[int]:
     """Every live process below ``root``, from /proc (parents are read once per process)."""
     parents: dict[int, int] = {}
@@ -62,6 +67,10 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             cwd=REPO_ROOT,
             env=env,
             start_new_session=True,  # its own process group, as a shell job would be
+            # A terminal's foreground job has SIGINT at its default; a suite started in the
+            # background of a non-interactive shell (`make test &`, nohup) has it ignored,
+            # and children inherit that. Give the demo what a terminal gives it.
+            preexec_fn=restore_default_sigint,
         )
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
