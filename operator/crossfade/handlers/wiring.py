@@ -149,13 +149,17 @@ class NodeObserver:
             self._cluster_key = f"{self._namespace}/{ref['name']}/{key}"
             api = self._clients.cluster_clients.get(self._cluster_key)
             if api is None:
-                api = await api_client_from_secret(
+                built = await api_client_from_secret(
                     self._clients.kube_api_client,
                     namespace=self._namespace,
                     name=str(ref["name"]),
                     key=key,
                 )
-                self._clients.cluster_clients[self._cluster_key] = api
+                # Placements sharing a Secret start concurrently: the first client stored
+                # is kept, a later one is closed (an overwritten one would leak its session).
+                api = self._clients.cluster_clients.setdefault(self._cluster_key, built)
+                if api is not built:
+                    await built.close()
         else:
             self._cluster_key, api = "in-cluster", self._clients.kube_api_client
         wire = self._wire
