@@ -8,6 +8,7 @@ already exists with our ownership tags is adopted instead of created again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from crossfade.providers.aws_api import EksApi
@@ -27,8 +28,8 @@ from crossfade.providers.provisioning import (
     OwnershipConflict,
     ProvisionResult,
     deletion_policy_of,
-    node_group_name,
 )
+from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
 
 if TYPE_CHECKING:
     from mypy_boto3_eks.literals import TaintEffectType
@@ -97,6 +98,18 @@ def create_request(
     return request
 
 
+async def _candidate_state(name: str, nodegroup: NodegroupTypeDef) -> CandidateState | None:
+    """Return the walk's view of one of our node groups; None while it is being deleted."""
+    state = state_from_nodegroup(nodegroup)
+    if state.status in GONE_STATUSES:
+        return None
+    return CandidateState(
+        status=state.status,
+        insufficient_capacity=state.insufficient_capacity and state.status in FAILED_STATUSES,
+        never_served=state.status == CREATE_FAILED,
+    )
+
+
 class EksNodeGroupProvisioner:
     """``Provisioner`` for one EKS cluster (see provisioning.Provisioner)."""
 
@@ -123,53 +136,44 @@ class EksNodeGroupProvisioner:
         self, *, owner: Owner, template: NodeGroupTemplate, deletion_policy: DeletionPolicyTag
     ) -> ProvisionResult:
         """Adopt the owner's live node group, or create one, falling back through types on ICE."""
-        names = [node_group_name(owner, attempt=i) for i in range(len(template.instance_types))]
-        listed = set(await self._eks.list_nodegroups(cluster=self.cluster))
-        skipped: list[str] = []
-        existing: dict[str, NodegroupTypeDef] = {}
-        for name in names:
-            if name in listed and (found := await self._describe(name)) is not None:
-                self._check_owner(found, name=name, owner=owner)
-                existing[name] = found
-        for name, instance_type in zip(names, template.instance_types, strict=True):
-            found = existing.get(name)
-            if found is not None:
-                state = state_from_nodegroup(found)
-                if state.status in GONE_STATUSES:
-                    continue
-                if state.insufficient_capacity and state.status in FAILED_STATUSES:
-                    skipped.append(instance_type)
-                    if state.status == CREATE_FAILED:
-                        # Ours, never served, never will: do not leave it behind.
-                        await self.delete_owned(name=name, owner=owner)
-                    continue
-                self._log("eks node group adopted", name=name, instance_type=instance_type)
-                return ProvisionResult(
-                    name=name,
-                    instance_type=instance_type,
-                    created=False,
-                    adopted=True,
-                    status=state.status,
-                    skipped_types=tuple(skipped),
-                )
-        for name, instance_type in zip(names, template.instance_types, strict=True):
-            if name in existing or instance_type in skipped:
-                continue
-            result = await self._create(
+
+        async def find(names: Sequence[str]) -> dict[str, NodegroupTypeDef]:
+            listed = set(await self._eks.list_nodegroups(cluster=self.cluster))
+            existing: dict[str, NodegroupTypeDef] = {}
+            for name in names:
+                if name in listed and (found := await self._describe(name)) is not None:
+                    self._check_owner(found, name=name, owner=owner)
+                    existing[name] = found
+            return existing
+
+        async def delete(name: str) -> bool:
+            return await self.delete_owned(name=name, owner=owner)
+
+        async def create(
+            name: str, instance_type: str, skipped: tuple[str, ...]
+        ) -> ProvisionResult | None:
+            return await self._create(
                 owner=owner,
                 template=template,
                 deletion_policy=deletion_policy,
                 name=name,
                 instance_type=instance_type,
-                skipped=tuple(skipped),
+                skipped=skipped,
             )
-            if result is not None:
-                return result
-            skipped.append(instance_type)
-        raise InsufficientCapacity(
-            f"eks/{self.cluster}: no capacity for any of {', '.join(template.instance_types)}",
-            code="AllInstanceTypesExhausted",
+
+        return await ensure_node_group(
+            owner=owner,
+            instance_types=template.instance_types,
+            where=f"eks/{self.cluster}",
+            find=find,
+            state_of=_candidate_state,
+            delete=delete,
+            create=create,
+            log_adopted=self._log_adopted,
         )
+
+    def _log_adopted(self, name: str, instance_type: str) -> None:
+        self._log("eks node group adopted", name=name, instance_type=instance_type)
 
     async def _create(
         self,

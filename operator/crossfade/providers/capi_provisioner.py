@@ -17,7 +17,7 @@ ready replica and such failures is deleted and the next infrastructure template 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -38,7 +38,6 @@ from crossfade.providers.capi import (
 )
 from crossfade.providers.capi_templates import TemplateChecker, TemplateRef
 from crossfade.providers.errors import (
-    InsufficientCapacity,
     InvalidRequest,
     NotFound,
     ProviderUnavailable,
@@ -61,6 +60,7 @@ from crossfade.providers.provisioning import (
     deletion_policy_of,
     node_group_name,
 )
+from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
 from crossfade.providers.registry import placement_member
 
 if TYPE_CHECKING:
@@ -265,50 +265,40 @@ class ClusterApiProvisioner:
                 "infrastructure templates: they pair up one to one",
                 code="InfrastructureTemplateCount",
             )
-        candidates = [
-            (node_group_name(owner, attempt=i), instance_type, ref)
-            for i, (instance_type, ref) in enumerate(
-                zip(template.instance_types, infrastructure, strict=True)
-            )
-        ]
-        wanted = {name for name, _, _ in candidates}
-        existing = {
-            item["metadata"]["name"]: item
-            for item in await self._list()
-            if item["metadata"]["name"] in wanted
-        }
-        skipped: list[str] = []
-        for name, instance_type, _ in candidates:
-            found = existing.get(name)
-            if found is None:
-                continue
+        refs = {node_group_name(owner, attempt=i): ref for i, ref in enumerate(infrastructure)}
+
+        async def find(names: Sequence[str]) -> dict[str, dict[str, Any]]:
+            return {
+                item["metadata"]["name"]: item
+                for item in await self._list()
+                if item["metadata"]["name"] in names
+            }
+
+        async def state_of(name: str, found: dict[str, Any]) -> CandidateState | None:
             self._check_owner(found, name=name, owner=owner)
             if found["metadata"].get("deletionTimestamp"):
-                continue
+                return None
             try:
                 state = await ClusterAPIProvider(
                     ref=MachineDeploymentRef(self.namespace, name), api=self._api
                 ).describe()
             except NotFound:
-                continue  # deleted since the list; its name is free again on the next pass
-            if state.insufficient_capacity and not state.ready:
-                # Ours and serving nothing: the infrastructure has no capacity for this
-                # template. Delete it (its Machines go with it) and try the next one.
-                skipped.append(instance_type)
-                await self.delete_owned(name=name, owner=owner)
-                continue
-            self._log("capi machine deployment adopted", name, instance_type=instance_type)
-            return ProvisionResult(
-                name=name,
-                instance_type=instance_type,
-                created=False,
-                adopted=True,
+                return None  # deleted since the list; its name is free again on the next pass
+            # Ours and serving nothing with capacity failures: the infrastructure has no
+            # capacity for this template. Delete it (its Machines go with it), try the next.
+            return CandidateState(
                 status=_phase(found),
-                skipped_types=tuple(skipped),
+                insufficient_capacity=state.insufficient_capacity and not state.ready,
+                never_served=True,
             )
-        for name, instance_type, ref in candidates:
-            if name in existing:
-                continue
+
+        async def delete(name: str) -> bool:
+            return await self.delete_owned(name=name, owner=owner)
+
+        async def create(
+            name: str, instance_type: str, skipped: tuple[str, ...]
+        ) -> ProvisionResult:
+            ref = refs[name]
             # Before the first create only: a wrong reference fails here, with its name.
             for template_ref in (self.blueprint.bootstrap_config_ref, ref):
                 await self._templates.check(template_ref, namespace=self.namespace)
@@ -323,12 +313,23 @@ class ClusterApiProvisioner:
                     template=template,
                     ownership=owner.tags(deletion_policy=deletion_policy),
                 ),
-                skipped=tuple(skipped),
+                skipped=skipped,
             )
-        raise InsufficientCapacity(
-            f"capi/{self.namespace}: no capacity for any of {', '.join(template.instance_types)}",
-            code="AllInstanceTypesExhausted",
+
+        return await ensure_node_group(
+            owner=owner,
+            instance_types=template.instance_types,
+            where=f"capi/{self.namespace}",
+            find=find,
+            state_of=state_of,
+            delete=delete,
+            create=create,
+            log_adopted=self._log_adopted,
+            capacity_per_instance_type=False,
         )
+
+    def _log_adopted(self, name: str, instance_type: str) -> None:
+        self._log("capi machine deployment adopted", name, instance_type=instance_type)
 
     async def _create(
         self,

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as google_exceptions
@@ -63,8 +63,8 @@ from crossfade.providers.provisioning import (
     OwnershipConflict,
     ProvisionResult,
     deletion_policy_of,
-    node_group_name,
 )
+from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
 from crossfade.providers.registry import placement_member
 
 if TYPE_CHECKING:
@@ -203,6 +203,21 @@ def _pool_insufficient_capacity(pool: container_v1.NodePool) -> bool:
     )
 
 
+async def _candidate_state(name: str, pool: container_v1.NodePool) -> CandidateState | None:
+    """Return the walk's view of one of our node pools; None while it is being deleted.
+
+    Only a pool in ERROR never served; one that runs but cannot grow (RUNNING_WITH_ERROR)
+    keeps its nodes, as on EKS (DEGRADED).
+    """
+    if pool.status == PoolStatus.STOPPING:
+        return None
+    return CandidateState(
+        status=PoolStatus(pool.status).name,
+        insufficient_capacity=pool.status in FAILED_STATUSES and _pool_insufficient_capacity(pool),
+        never_served=pool.status == PoolStatus.ERROR,
+    )
+
+
 class GkeNodePoolProvisioner:
     """``Provisioner`` for one GKE cluster (see provisioning.Provisioner)."""
 
@@ -281,50 +296,42 @@ class GkeNodePoolProvisioner:
         self, *, owner: Owner, template: NodeGroupTemplate, deletion_policy: DeletionPolicyTag
     ) -> ProvisionResult:
         """Adopt the owner's live node pool, or create one, falling back through types on ICE."""
-        names = [node_group_name(owner, attempt=i) for i in range(len(template.instance_types))]
-        listed = {pool.name: pool for pool in await self._list()}
-        skipped: list[str] = []
-        for name in names:
-            if name in listed:
-                self._check_owner(listed[name], name=name, owner=owner)
-        for name, machine_type in zip(names, template.instance_types, strict=True):
-            pool = listed.get(name)
-            if pool is None or pool.status == PoolStatus.STOPPING:
-                continue
-            if pool.status in FAILED_STATUSES and _pool_insufficient_capacity(pool):
-                skipped.append(machine_type)
-                if pool.status == PoolStatus.ERROR:
-                    # Ours, never served, never will: do not leave it behind. A pool that runs
-                    # but cannot grow (RUNNING_WITH_ERROR) keeps its nodes, as on EKS (DEGRADED).
-                    await self.delete_owned(name=name, owner=owner)
-                continue
-            self._log("gke node pool adopted", name=name, machine_type=machine_type)
-            return ProvisionResult(
-                name=name,
-                instance_type=machine_type,
-                created=False,
-                adopted=True,
-                status=PoolStatus(pool.status).name,
-                skipped_types=tuple(skipped),
-            )
-        for name, machine_type in zip(names, template.instance_types, strict=True):
-            if name in listed or machine_type in skipped:
-                continue
-            result = await self._create(
+
+        async def find(names: Sequence[str]) -> dict[str, container_v1.NodePool]:
+            listed = {pool.name: pool for pool in await self._list()}
+            existing = {name: listed[name] for name in names if name in listed}
+            for name, pool in existing.items():
+                self._check_owner(pool, name=name, owner=owner)
+            return existing
+
+        async def delete(name: str) -> bool:
+            return await self.delete_owned(name=name, owner=owner)
+
+        async def create(
+            name: str, machine_type: str, skipped: tuple[str, ...]
+        ) -> ProvisionResult | None:
+            return await self._create(
                 owner=owner,
                 template=template,
                 deletion_policy=deletion_policy,
                 name=name,
                 machine_type=machine_type,
-                skipped=tuple(skipped),
+                skipped=skipped,
             )
-            if result is not None:
-                return result
-            skipped.append(machine_type)
-        raise InsufficientCapacity(
-            f"gke/{self.parent}: no capacity for any of {', '.join(template.instance_types)}",
-            code="AllInstanceTypesExhausted",
+
+        return await ensure_node_group(
+            owner=owner,
+            instance_types=template.instance_types,
+            where=f"gke/{self.parent}",
+            find=find,
+            state_of=_candidate_state,
+            delete=delete,
+            create=create,
+            log_adopted=self._log_adopted,
         )
+
+    def _log_adopted(self, name: str, machine_type: str) -> None:
+        self._log("gke node pool adopted", name=name, machine_type=machine_type)
 
     async def _create(
         self,
