@@ -5,16 +5,20 @@ timeout) and probe only as often as passes run. Here every placement's inference
 a task of the process-wide ``ProbeScheduler`` (jittered period, per-pool and global
 concurrency bounds, hard timeout) writing into an ``ObservationBuffer``; a pass only takes
 what arrived since the previous one.
+
+``on_news`` (the pool loops' ``PoolWakeups.nudge``) is called with the pool key when a
+probe result may change a decision: it is not Healthy, or its outcome differs from the
+previous result of the same placement. A healthy pool at steady state wakes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from crossfade.engine.observations import Observations
+from crossfade.engine.observations import Observations, ProbeOutcome, ProbeResult
 from crossfade.probes.buffer import ObservationBuffer
-from crossfade.probes.scheduler import ProbeScheduler, ProbeSpec
+from crossfade.probes.scheduler import Observation, ProbeScheduler, ProbeSpec
 
 
 class ScheduledProbes:
@@ -23,15 +27,30 @@ class ScheduledProbes:
     ``scheduler_options`` go to ``ProbeScheduler`` (concurrency bounds, jitter, rng, clocks).
     """
 
-    def __init__(self, **scheduler_options: Any) -> None:
+    def __init__(
+        self, *, on_news: Callable[[str], object] | None = None, **scheduler_options: Any
+    ) -> None:
         self.buffer = ObservationBuffer()
         self.scheduler = ProbeScheduler(
-            sink=self.buffer.add, error_sink=self.buffer.add_error, **scheduler_options
+            sink=self._deliver, error_sink=self.buffer.add_error, **scheduler_options
         )
+        self._on_news = on_news
+        # Last probe outcome per (pool key, placement): a change is news.
+        self._last_outcome: dict[tuple[str, str], ProbeOutcome] = {}
         # The newest feed of each pool key. A runtime rebuilt for a new spec generation
         # takes over from the old one, whose close must then leave the probes running:
         # the new feed's first drain keeps every probe whose configuration did not change.
         self._owners: dict[str, PoolProbeFeed] = {}
+
+    def _deliver(self, pool: str, observation: Observation) -> None:
+        self.buffer.add(pool, observation)
+        if self._on_news is None or not isinstance(observation, ProbeResult):
+            return
+        key = (pool, observation.placement)
+        previous = self._last_outcome.get(key)
+        self._last_outcome[key] = observation.outcome
+        if observation.outcome != ProbeOutcome.HEALTHY or previous != observation.outcome:
+            self._on_news(pool)
 
     def feed(self, pool: str, specs: Sequence[ProbeSpec]) -> PoolProbeFeed:
         """Return the feed of ``pool`` running ``specs`` (from its first drain) and own it."""
@@ -49,6 +68,8 @@ class ScheduledProbes:
         del self._owners[feed.pool]
         await self.scheduler.remove_pool(feed.pool)
         self.buffer.forget(feed.pool)
+        for key in [key for key in self._last_outcome if key[0] == feed.pool]:
+            del self._last_outcome[key]
 
     async def close(self) -> None:
         """Stop every probe task (before the HTTP session they use is closed)."""

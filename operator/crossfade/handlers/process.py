@@ -200,7 +200,7 @@ async def _run_kopf(
             provider_metrics=ProviderMetrics(registry=metrics.registry),
             provider_context=provider_context,
             provisioning_metrics=ProvisioningMetrics(metrics.registry),
-            probes=ScheduledProbes(),
+            probes=ScheduledProbes(on_news=context.wakeups.nudge),
         )
         if reaper_metrics is not None:
             # kopf (and so this loop) runs only while this replica holds the Lease.

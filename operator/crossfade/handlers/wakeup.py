@@ -1,4 +1,4 @@
-"""Wake a pool's loop at once when its spec or its manual-control annotations change.
+"""Wake a pool's loop at once when its spec, its manual controls or its probe results change.
 
 The pool loop sleeps its probe period between passes. A new generation (a spec change)
 or a changed manual-control annotation (handlers/manual.py) must not wait for that: the
@@ -6,6 +6,11 @@ kopf watch-event handler (handlers/pools.py) offers every event of the pool here
 event whose fingerprint differs from what the loop's last pass started from wakes the
 loop. The operator's own writes (status, the engine-state annotation) leave the
 fingerprint as it was, so they wake nothing and a pool at steady state stays asleep.
+
+Probe news wakes the loop too (``nudge``, called by the probe feed in
+handlers/probe_feed.py): a probe that fails, or whose outcome differs from the previous
+one, is acted on by a pass at once instead of up to one period later. Without it the pass
+that sees the threshold-th failed probe came on average half a pass period late.
 """
 
 from __future__ import annotations
@@ -75,6 +80,17 @@ class PoolWakeups:
             return False
         if not wakeup.event.is_set():
             log.debug("pool loop woken", extra={"pool": key})
+        wakeup.event.set()
+        return True
+
+    def nudge(self, key: str) -> bool:
+        """Wake the pool's loop for news that is not in the object (a probe result).
+
+        Return True if a loop was woken; a pool with no pass yet reads everything anyway.
+        """
+        wakeup = self._pools.get(key)
+        if wakeup is None or wakeup.acted_on is None:
+            return False
         wakeup.event.set()
         return True
 
