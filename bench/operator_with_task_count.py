@@ -7,18 +7,29 @@ for, so the fleet benchmarks start the operator through this wrapper:
 ``{"t": epoch_s, "tasks": n}`` to the file named by ``BENCH_TASKS_FILE``. It counts the
 not-done tasks in asyncio's registry of every task (the C and Python task types register
 there); the thread only reads that weak set, so the operator's behaviour is unchanged.
+
+Memory profile (``bench/memory_profile.py``): with ``BENCH_TRACEMALLOC_FILE`` set, tracemalloc
+starts before the operator is imported (``BENCH_TRACEMALLOC_FRAMES`` frames per trace,
+default 1) and every SIGUSR1 appends one JSON line to that file: the top
+``BENCH_TRACEMALLOC_TOP`` (default 60) allocation sites by file:line and by file, the traced
+total, VmRSS, and the live object count by type from ``gc.get_objects()``. A daemon thread
+takes the snapshot, so the signal handler only sets an event.
 """
 
 from __future__ import annotations
 
 import asyncio.tasks
+import gc
 import json
 import os
+import signal
 import sys
 import threading
 import time
-
-from crossfade.cli import main as crossfade_main
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 READ_ATTEMPTS = 5
 
@@ -42,7 +53,62 @@ def sample_forever(path: str, period_s: float) -> None:
             out.write(json.dumps({"t": time.time(), "tasks": live_task_count()}) + "\n")
 
 
+def vm_rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_report(top: int) -> dict[str, Any]:
+    """Allocation sites (tracemalloc) and live objects by type (gc) of this process."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(inclusive=False, filename_pattern=tracemalloc.__file__)]
+    )
+
+    def sites(key: str) -> list[dict[str, Any]]:
+        stats = snapshot.statistics(key)
+        return [
+            {"site": str(s.traceback), "kib": s.size / 1024, "count": s.count} for s in stats[:top]
+        ]
+
+    by_type = Counter(type(o).__qualname__ for o in gc.get_objects())
+    traced, traced_peak = tracemalloc.get_traced_memory()
+    return {
+        "t": time.time(),
+        "rss_mib": vm_rss_mib(),
+        "traced_mib": traced / 2**20,
+        "traced_peak_mib": traced_peak / 2**20,
+        "by_line": sites("lineno"),
+        "by_file": sites("filename"),
+        "objects_by_type": dict(by_type.most_common(top)),
+    }
+
+
+def dump_on_signal(path: str, wanted: threading.Event, top: int) -> None:
+    while True:
+        wanted.wait()
+        wanted.clear()
+        report = memory_report(top)
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(report) + "\n")
+
+
+def start_memory_profile(path: str) -> None:
+    tracemalloc.start(int(os.environ.get("BENCH_TRACEMALLOC_FRAMES", "1")))
+    top = int(os.environ.get("BENCH_TRACEMALLOC_TOP", "60"))
+    wanted = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: wanted.set())
+    threading.Thread(target=dump_on_signal, args=(path, wanted, top), daemon=True).start()
+
+
 def main() -> int:
+    profile_path = os.environ.get("BENCH_TRACEMALLOC_FILE")
+    if profile_path:
+        start_memory_profile(profile_path)
+    # Imported here so that tracemalloc, when asked for, sees the operator's imports too.
+    from crossfade.cli import main as crossfade_main
+
     path = os.environ.get("BENCH_TASKS_FILE")
     if path:
         period_s = float(os.environ.get("BENCH_TASKS_PERIOD_S", "10"))
