@@ -7,11 +7,15 @@ from datetime import UTC, datetime
 import pytest
 
 from crossfade.engine.observations import ProviderErrorKind
-from crossfade.providers.aws_api import RETRY_ATTEMPTS, RetryPolicy
+from crossfade.providers.aws_api import RETRY_ATTEMPTS, AwsClients, RetryPolicy
 from crossfade.providers.aws_eks import (
+    DESCRIBE_BUDGET_SHARE,
     DESCRIBE_CACHE_TTL_S,
     SETTLING_CACHE_TTL_S,
+    STALE_INTERVALS,
+    AwsProviderContext,
     EksNodeGroupRef,
+    build_eks_provider,
 )
 from crossfade.providers.base import CapacityProvider, idempotency_token
 from crossfade.providers.errors import (
@@ -126,13 +130,50 @@ async def test_empty_client_bucket_reports_throttled_without_calling_aws(
     limiters = RateLimiters({"eks": BucketSpec(rate_per_s=0.01, burst=1)}, clock=clock)
     provider = make_provider(limiters=limiters, retry=RetryPolicy(limiter_max_wait_s=0.5))
     await provider.describe()
-    clock.advance(DESCRIBE_CACHE_TTL_S)  # cache expired; the bucket holds 0.3 tokens
+    # Cache past its stale limit; the bucket holds well under one token.
+    clock.advance(STALE_INTERVALS * DESCRIBE_CACHE_TTL_S)
     with pytest.raises(Throttled) as caught:
         await provider.describe()
     assert caught.value.code == "ClientRateLimited" and caught.value.retryable
     assert len(fault_proxy.requests("DescribeNodegroup")) == 1
     clock.advance(100)
     assert (await provider.describe()).desired == 2
+
+
+async def test_a_refresh_the_bucket_refuses_answers_from_a_young_cache(
+    make_provider: ProviderFactory, fault_proxy: FaultProxy, clock: FakeClock
+) -> None:
+    limiters = RateLimiters({"eks": BucketSpec(rate_per_s=0.001, burst=1)}, clock=clock)
+    provider = make_provider(limiters=limiters, retry=RetryPolicy(limiter_max_wait_s=0.1))
+    first = await provider.describe()
+    clock.advance(DESCRIBE_CACHE_TTL_S)  # expired, and the bucket is empty
+    assert await provider.describe() == first
+    clock.advance((STALE_INTERVALS - 1) * DESCRIBE_CACHE_TTL_S - 1)
+    assert await provider.describe() == first
+    assert len(fault_proxy.requests("DescribeNodegroup")) == 1
+
+
+async def test_placements_sharing_a_bucket_describe_at_their_fair_share(
+    fault_proxy: FaultProxy, eks_nodegroup: EksNodeGroupRef, clock: FakeClock
+) -> None:
+    rate_per_s, placements = 1.0, 100
+    context = AwsProviderContext(
+        limiters=RateLimiters({"eks": BucketSpec(rate_per_s=rate_per_s, burst=5)}, clock=clock),
+        endpoint_url=fault_proxy.url,
+        clock=clock,
+        clients=AwsClients(),
+    )
+    placement = {"provider": {"type": "EKSNodeGroup", "eksNodeGroup": _ng(eks_nodegroup)}}
+    providers = [build_eks_provider(placement, context) for _ in range(placements)]
+    interval_s = placements / (rate_per_s * DESCRIBE_BUDGET_SHARE)
+    assert providers[0].steady_interval_s() == interval_s
+    period_s, minutes = 10, 10
+    for _ in range(minutes * 60 // period_s):
+        await providers[0].describe()
+        clock.advance(period_s)
+    assert len(fault_proxy.requests("DescribeNodegroup")) == minutes * 60 // interval_s
+    del providers[1:]
+    assert providers[0].steady_interval_s() == DESCRIBE_CACHE_TTL_S
 
 
 async def test_missing_nodegroup_is_not_found_and_not_retried(

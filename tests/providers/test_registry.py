@@ -99,6 +99,17 @@ def test_api_shaped_eks_placement_builds_through_the_aws_factory(aws_env: None) 
     assert "prod" in provider.name and "gpu" in provider.name
 
 
+def test_eks_placements_without_a_context_share_the_process_buckets(aws_env: None) -> None:
+    """Per-placement buckets would let 1000 placements call AWS at 1000 times the rate."""
+    from crossfade.providers.aws_eks import process_aws_context
+
+    first = build_provider(api_placement("EKSNodeGroup"), CONTEXT)
+    second = build_provider(api_placement("EKSNodeGroup"), CONTEXT)
+    members = process_aws_context().members
+    assert first in members and second in members
+    assert first._eks.caller._bucket is second._eks.caller._bucket  # type: ignore[attr-defined]
+
+
 def test_placement_values_reach_the_provider() -> None:
     gke = build_provider(api_placement("GKENodePool"), CONTEXT)
     assert isinstance(gke, GKENodePoolProvider)

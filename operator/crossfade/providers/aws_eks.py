@@ -3,6 +3,14 @@
 Calls per placement are kept low on purpose (AWS throttles describe calls account-wide):
 ``describe`` answers from a short cache at steady state and reads the node group's update
 and Auto Scaling activities only while a scale-up it started is still settling.
+
+Every EKS placement of the process draws from one client-side bucket (AWS limits are per
+account and region), so the steady-state describe interval grows with the number of
+placements sharing it: each gets a fair share of half the bucket
+(``fair_describe_interval_s``), the other half stays free for scale calls and settling
+describes. A refresh the bucket still refuses answers from the cache while the cached
+state is younger than ``STALE_INTERVALS`` intervals, so a short budget never turns into a
+flapping provider error (and the status, annotation and Event writes that follow one).
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +53,12 @@ DESCRIBE_CACHE_TTL_S = 30.0
 # the Auto Scaling group's activities are read too, to see ICE as early as AWS reports it.
 SETTLING_CACHE_TTL_S = 10.0
 SETTLE_WINDOW_S = 300.0
+# Share of the EKS bucket the steady-state describes of all placements may use together.
+DESCRIBE_BUDGET_SHARE = 0.5
+# A refresh refused by crossfade's own bucket answers from a cache younger than this many
+# describe intervals; older than that the refusal is reported (Throttled).
+STALE_INTERVALS = 3.0
+CLIENT_RATE_LIMITED = "ClientRateLimited"  # the code of a call crossfade's bucket refused
 # Activities that started this long before the scale-up still count (clock skew).
 ACTIVITY_CLOCK_SLACK_S = 30.0
 
@@ -171,12 +186,15 @@ class EksNodeGroupProvider:
         autoscaling: AutoScalingApi | None = None,
         clock: Clock = time.time,
         cache_ttl_s: float = DESCRIBE_CACHE_TTL_S,
+        fair_interval_s: Callable[[], float] | None = None,
     ) -> None:
         self.ref = ref
         self._eks = eks
         self._autoscaling = autoscaling
         self._clock = clock
         self._cache_ttl_s = cache_ttl_s
+        # The fair share of the shared describe budget (AwsProviderContext), if any.
+        self._fair_interval_s = fair_interval_s
         self._cached: NodeGroupState | None = None
         self._cached_at = 0.0
         self._tracking = _Tracking()
@@ -189,13 +207,33 @@ class EksNodeGroupProvider:
         scaled_at = self._tracking.scaled_at
         return scaled_at is not None and now - scaled_at < SETTLE_WINDOW_S
 
+    def steady_interval_s(self) -> float:
+        """The steady-state describe interval: the cache TTL, or the fair share if longer."""
+        fair = self._fair_interval_s() if self._fair_interval_s is not None else 0.0
+        return max(self._cache_ttl_s, fair)
+
     async def describe(self) -> NodeGroupState:
-        """Return the node group's state (cached; see DESCRIBE_CACHE_TTL_S)."""
+        """Return the node group's state (cached; see DESCRIBE_CACHE_TTL_S and the module doc)."""
         now = self._clock()
-        ttl_s = SETTLING_CACHE_TTL_S if self._settling(now) else self._cache_ttl_s
+        steady_s = self.steady_interval_s()
+        ttl_s = SETTLING_CACHE_TTL_S if self._settling(now) else steady_s
         if self._cached is not None and now - self._cached_at < ttl_s:
             return self._cached
-        return await self._refresh(now)
+        try:
+            return await self._refresh(now)
+        except ProviderError as error:
+            cached = self._cached
+            if (
+                error.code != CLIENT_RATE_LIMITED
+                or cached is None
+                or now - self._cached_at >= STALE_INTERVALS * steady_s
+            ):
+                raise
+            log.debug(
+                "describe refused by the local bucket; answering from cache",
+                extra={"provider": self.name, "cache_age_s": round(now - self._cached_at, 1)},
+            )
+            return cached
 
     async def _refresh(self, now: float) -> NodeGroupState:
         nodegroup = await self._eks.describe_nodegroup(
@@ -350,6 +388,25 @@ class AwsProviderContext:
     clock: Clock = time.time
     # The boto3 clients, shared by region/endpoint; None is the process's (aws_api.PROCESS_CLIENTS).
     clients: AwsClients | None = None
+    # The EKS providers drawing from ``limiters`` (their number sets each one's describe share).
+    members: weakref.WeakSet[EksNodeGroupProvider] = field(
+        default_factory=weakref.WeakSet, compare=False, hash=False
+    )
+
+    def fair_describe_interval_s(self) -> float:
+        """Seconds between steady-state describes per placement that fit the shared bucket."""
+        bucket = self.limiters.bucket("eks")
+        return len(self.members) / (bucket.rate_per_s * DESCRIBE_BUDGET_SHARE)
+
+
+_PROCESS_AWS: list[AwsProviderContext] = []
+
+
+def process_aws_context() -> AwsProviderContext:
+    """The process's AWS context (one set of buckets) for placements given none."""
+    if not _PROCESS_AWS:
+        _PROCESS_AWS.append(AwsProviderContext())
+    return _PROCESS_AWS[0]
 
 
 def build_eks_provider(
@@ -362,7 +419,7 @@ def build_eks_provider(
         "observer": context.observer,
         "clients": context.clients,
     }
-    return EksNodeGroupProvider(
+    provider = EksNodeGroupProvider(
         ref=ref,
         eks=EksApi.create(
             region=ref.region,
@@ -377,4 +434,7 @@ def build_eks_provider(
             **options,
         ),
         clock=context.clock,
+        fair_interval_s=context.fair_describe_interval_s,
     )
+    context.members.add(provider)
+    return provider

@@ -75,10 +75,10 @@ def provisioner_for(placement: Mapping[str, Any], context: ProviderContext) -> P
 def build_eks_provisioner(placement: Mapping[str, Any], context: ProviderContext) -> Provisioner:
     """Factory of ``EKSNodeGroup``: an EKS provisioner for the member's region and cluster."""
     from crossfade.providers.aws_api import EksApi
-    from crossfade.providers.aws_eks import AwsProviderContext, EksNodeGroupRef
+    from crossfade.providers.aws_eks import EksNodeGroupRef, process_aws_context
     from crossfade.providers.aws_eks_provisioner import EksNodeGroupProvisioner
 
-    aws = context.aws if context.aws is not None else AwsProviderContext()
+    aws = context.aws if context.aws is not None else process_aws_context()
     ref = EksNodeGroupRef.from_placement(placement)
     eks = EksApi.create(
         region=ref.region,

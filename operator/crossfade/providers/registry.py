@@ -72,7 +72,8 @@ class ProviderContext:
     kube_api_client: Any = None
     gke_endpoint: str | None = None
     gke_credentials: Any = None
-    aws: Any = None  # crossfade.providers.aws_eks.AwsProviderContext; None = its defaults
+    # crossfade.providers.aws_eks.AwsProviderContext; None = aws_eks.process_aws_context()
+    aws: Any = None
     clock: Callable[[], float] = time.time
     _default_client: _LazyDefaultClient = field(
         default_factory=_LazyDefaultClient, repr=False, compare=False
@@ -189,9 +190,9 @@ def build_eks_node_group(
     placement: Mapping[str, Any], context: ProviderContext
 ) -> CapacityProvider:
     """Adapt the EKS factory (which takes its own AWS context) to the registry's signature."""
-    from crossfade.providers.aws_eks import AwsProviderContext, build_eks_provider
+    from crossfade.providers.aws_eks import build_eks_provider, process_aws_context
 
-    aws = context.aws if context.aws is not None else AwsProviderContext()
+    aws = context.aws if context.aws is not None else process_aws_context()
     # The API names the member's fields cluster/nodegroup; the EKS factory reads
     # clusterName/nodegroupName. Offer both spellings until the two agree.
     provider = dict(placement.get("provider") or {})
