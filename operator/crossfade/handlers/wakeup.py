@@ -11,12 +11,21 @@ Probe news wakes the loop too (``nudge``, called by the probe feed in
 handlers/probe_feed.py): a probe that fails, or whose outcome differs from the previous
 one, is acted on by a pass at once instead of up to one period later. Without it the pass
 that sees the threshold-th failed probe came on average half a pass period late.
+
+Passes of different pools are spread over the period (``phased_delay_s``): each pool has a
+stable phase, a slot in the period derived from a hash of its key, and its loop sleeps
+until that slot. Sleeping one plain period after each pass instead kept every pool in
+step with the others from the operator's start on, so all pools described their node
+groups in the same second of every period, overran the shared cloud API buckets, and the
+refused calls turned into provider errors, status writes and Events at steady state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -29,6 +38,9 @@ log = logging.getLogger(__name__)
 Fingerprint = tuple[object, tuple[tuple[str, str], ...]]
 # The daemon's stop flag: ``kopf.DaemonStopped.wait(timeout)``, done when stopped or timed out.
 UntilStopped = Callable[[float], Awaitable[object]]
+# A pass sleeps at least this share of its period, so a pass that ends just before its
+# pool's slot does not run again at once.
+MIN_SLEEP_SHARE = 0.5
 
 
 class StopFlag(Protocol):
@@ -47,6 +59,30 @@ def fingerprint(body: Mapping[str, Any]) -> Fingerprint:
         sorted((key, str(annotations[key])) for key in MANUAL_ANNOTATIONS if key in annotations)
     )
     return metadata.get("generation"), manual
+
+
+def phase_offset_s(key: str, period_s: float) -> float:
+    """Return the pool's stable slot in the period, in [0, period_s), from a hash of its key.
+
+    crc32, not ``hash()``: Python salts string hashes per process, and the slot should
+    stay where it was across operator restarts.
+    """
+    return zlib.crc32(key.encode()) / 2**32 * period_s
+
+
+def phased_delay_s(key: str, period_s: float, *, now: float) -> float:
+    """Return the seconds from ``now`` to the pool's next slot, at least half a period away.
+
+    Successive passes of one pool are one period apart on average (between half a period
+    and one and a half), and the passes of many pools fall evenly over the period.
+    """
+    if period_s <= 0:
+        return 0.0
+    offset = phase_offset_s(key, period_s)
+    delay = period_s - (now - offset) % period_s
+    if delay < MIN_SLEEP_SHARE * period_s:
+        delay += period_s
+    return delay
 
 
 @dataclass(slots=True)
@@ -122,17 +158,21 @@ async def run_pool_loop(
     wakeups: PoolWakeups,
     one_pass: Callable[[], Awaitable[float]],
     after_pass: Callable[[], None],
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
-    """Run passes until stopped; between them sleep the period ``one_pass`` returned.
+    """Run passes until stopped; between them sleep until the pool's next slot.
 
-    ``body`` is kopf's live view of the pool (kopf updates it as watch events arrive); a
-    spec or manual-control change offered to ``wakeups`` ends the sleep at once.
+    ``one_pass`` returns the period until the next pass; the loop sleeps to the pool's
+    slot in that period (``phased_delay_s``). ``body`` is kopf's live view of the pool
+    (kopf updates it as watch events arrive); a spec or manual-control change offered to
+    ``wakeups`` ends the sleep at once.
     """
     try:
         while not stopped:
             wakeups.begin_pass(key, body)
             period_s = await one_pass()
             after_pass()
-            await wakeups.sleep(key, period_s, until_stopped=stopped.wait)
+            delay_s = phased_delay_s(key, period_s, now=clock())
+            await wakeups.sleep(key, delay_s, until_stopped=stopped.wait)
     finally:
         wakeups.forget(key)
