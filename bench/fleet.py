@@ -217,6 +217,22 @@ def pool_document(
     return pool
 
 
+def pool_converged(pool: Mapping[str, Any]) -> bool:
+    """Whether a pool serves from its preferred placement with every placement at size."""
+    status = pool.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    if conditions.get("TrafficSynced") != "True" or conditions.get("FailingOver") != "False":
+        return False
+    placements = status.get("placements") or []
+    for item in placements:
+        desired = item.get("desiredNodes")
+        if desired is not None and (item.get("readyNodes") or 0) < desired:
+            return False
+        if item.get("name") == status.get("preferredPlacement") and item.get("weight") != 100:
+            return False
+    return bool(placements)
+
+
 def route_document(template: Mapping[str, Any], *, index: int) -> dict[str, Any]:
     route = copy.deepcopy(dict(template))
     route["metadata"] = {"name": route_name(index), "namespace": NAMESPACE}
@@ -355,6 +371,38 @@ class Fleet:
             reconciled=done,
             sample=process_sample(self.pid),
         )
+
+    async def wait_all_converged(self, *, timeout_s: float) -> tuple[float | None, int]:
+        """Wait until every pool has finished its start-up moves; return (seconds, converged).
+
+        A pool starts at even weights with its primary below demand: the operator scales the
+        primary up, waits for its Nodes and steps traffic onto it. Until every pool is done
+        the operator's writes are work, not steady-state cost, so the steady window of
+        ``bench/scale.py`` starts after this (seconds is None when ``timeout_s`` ran out).
+        """
+        started = time.monotonic()
+        converged = 0
+        while time.monotonic() - started < timeout_s:
+            pools = await self.list_pools()
+            converged = sum(1 for pool in pools if pool_converged(pool))
+            if len(pools) == self.pools and converged == self.pools:
+                return time.monotonic() - started, converged
+            if not self.operator.alive():
+                raise RuntimeError(f"operator died:\n{self.operator.log_tail()}")
+            check_memory(self.pid, reconciled=self.pools, pools=self.pools)
+            await asyncio.sleep(5.0)
+        return None, converged
+
+    async def events_since(self, since_epoch_s: float) -> Counter[str]:
+        """Events created in the fleet namespace since ``since_epoch_s``, keyed by reason."""
+        core = k8s.CoreV1Api(self.api)
+        answer = await core.list_namespaced_event(NAMESPACE)
+        reasons: Counter[str] = Counter()
+        for event in answer.items:
+            created = event.metadata.creation_timestamp
+            if created is not None and created.timestamp() >= since_epoch_s:
+                reasons[str(event.reason)] += 1
+        return reasons
 
     async def spec_change_latencies(self, indices: list[int], *, concurrency: int) -> list[float]:
         """Patch each pool's spec; seconds until status.observedGeneration reflects it."""

@@ -6,11 +6,14 @@ really hits; API-default probe period 10 s). Per run, in a fresh sandbox:
 
 1. create the pools, start the operator, wait until every pool's status.observedGeneration
    equals its generation (time to first full reconcile);
-2. let it settle ``BENCH_SCALE_SETTLE_S`` (default 60 s), then for ``BENCH_SCALE_STEADY_S``
+2. wait until every pool has made its start-up moves (primary scaled up to demand, its
+   Nodes ready, traffic stepped onto it: ``Fleet.wait_all_converged``; those writes are
+   work, not steady-state cost), let it settle ``BENCH_SCALE_SETTLE_S`` (default 60 s),
+   then for ``BENCH_SCALE_STEADY_S``
    (default 180 s) touch nothing and measure: writes the management apiserver served
    (``apiserver_request_total``, write verbs, by resource: only the operator writes there in
    this window), operator RSS (VmRSS every 5 s, VmHWM peak) and CPU (utime+stime over the
-   window, % of one core), load average;
+   window, % of one core), load average, Events created in the window by reason;
 3. patch ``spec.failover.failbackDelaySeconds`` of ``BENCH_SCALE_CHANGES`` (default 50)
    sampled pools, 5 at a time, and time each patch -> status.observedGeneration reflecting it
    (seen on a watch).
@@ -60,6 +63,7 @@ STEADY_S = float(os.environ.get("BENCH_SCALE_STEADY_S", "180"))
 CHANGES = int(os.environ.get("BENCH_SCALE_CHANGES", "50"))
 CHANGE_CONCURRENCY = 5
 SAMPLE_S = 5.0
+CONVERGE_TIMEOUT_S = 300.0
 RSS_GOAL_MIB = 256
 SEED = 20261126
 WORKDIR = Path(os.environ.get("BENCH_WORKDIR", "/tmp/crossfade-bench-scale"))
@@ -67,6 +71,7 @@ WORKDIR = Path(os.environ.get("BENCH_WORKDIR", "/tmp/crossfade-bench-scale"))
 
 async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
     """Touch nothing for ``seconds``; return writes, RSS, CPU and load over the window."""
+    window_started = time.time()
     before_writes = await asyncio.to_thread(apiserver_writes, fleet.management)
     first = process_sample(fleet.pid)
     samples = [first]
@@ -78,6 +83,7 @@ async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
         samples.append(process_sample(fleet.pid))
         loads.append(load_average()[0])
     after_writes = await asyncio.to_thread(apiserver_writes, fleet.management)
+    events = await fleet.events_since(window_started)
     last = samples[-1]
     elapsed = last["t"] - first["t"]
     writes = Counter({k: v - before_writes.get(k, 0) for k, v in after_writes.items()})
@@ -90,6 +96,7 @@ async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
         "window_s": elapsed,
         "writes_per_min": operator_writes / minutes,
         "writes_by_kind_per_min": {k: v / minutes for k, v in writes.most_common()},
+        "events_by_reason_per_min": {k: v / minutes for k, v in events.most_common()},
         "rss_mib_steady_median": statistics.median(s["rss_mib"] for s in samples),
         "rss_mib_steady_max": max(s["rss_mib"] for s in samples),
         "cpu_percent_one_core": 100 * (last["cpu_s"] - first["cpu_s"]) / elapsed,
@@ -125,6 +132,10 @@ async def measured_run(*, management: Any, clouds: Any, pools: int, run: int) ->
         ready_s = time.monotonic() - build_started
         reconciled_s = await fleet.wait_all_reconciled(timeout_s=max(600.0, pools * 1.5))
         print(f"  {pools} pools: all reconciled {reconciled_s:.1f} s after operator ready")
+        converged_s, converged = await fleet.wait_all_converged(
+            timeout_s=max(CONVERGE_TIMEOUT_S, pools * 0.6)
+        )
+        print(f"  {pools} pools: {converged} converged after {converged_s} s", flush=True)
         await asyncio.sleep(SETTLE_S)
         steady = await steady_window(fleet, STEADY_S)
         print(f"  steady: {steady}")
@@ -138,6 +149,8 @@ async def measured_run(*, management: Any, clouds: Any, pools: int, run: int) ->
             "pools": pools,
             "fixture_and_operator_ready_s": ready_s,
             "all_reconciled_s": reconciled_s,
+            "converged_after_reconciled_s": converged_s,
+            "converged_pools": converged,
             "spec_change_p50_s": stats["median"],
             "spec_change_p99_s": stats["p99"],
             "spec_change_max_s": stats["max"],
@@ -146,6 +159,17 @@ async def measured_run(*, management: Any, clouds: Any, pools: int, run: int) ->
             "asyncio_tasks_last": tasks[-1] if tasks else None,
             **steady,
         }
+
+
+def converged_figure(runs: list[dict[str, Any]], pools: int) -> str:
+    """Seconds from first full reconcile to every pool's start-up moves done (median)."""
+    done = [
+        r["converged_after_reconciled_s"] for r in runs if r.get("converged_after_reconciled_s")
+    ]
+    if len(done) == len(runs) and done:
+        return str(round(statistics.median(done), 1))
+    least = min(int(r.get("converged_pools", 0)) for r in runs)
+    return f"not all ({least}/{pools} done)"
 
 
 def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -162,6 +186,7 @@ def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
             "RSS steady / peak (MiB, goal <= 256 at 1000)": stopped,
             "CPU (% of one core)": "",
             "first full reconcile (s)": "",
+            "start-up moves done after (s)": "",
             "fds / sockets / asyncio tasks": "",
             "load avg 1 min (median)": "",
         }
@@ -185,6 +210,7 @@ def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         "CPU (% of one core)": fig("cpu_percent_one_core"),
         "first full reconcile (s)": fig("all_reconciled_s"),
+        "start-up moves done after (s)": converged_figure(runs, pools),
         "fds / sockets / asyncio tasks": (
             f"{fig('fds', 0)} / {fig('sockets', 0)} / {fig('asyncio_tasks_last', 0)}"
         ),
