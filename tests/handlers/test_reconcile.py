@@ -290,3 +290,27 @@ async def test_after_a_pin_is_resumed_the_engine_moves_traffic_back() -> None:
         if h.weights == {"aws": 100, "gke": 0}:
             break
     assert h.weights == {"aws": 100, "gke": 0}
+
+
+async def test_a_scale_failure_repeated_pass_after_pass_posts_one_event() -> None:
+    h = Harness()
+    await h.run(5)
+    h.aws.healthy = False  # the standby must grow, and the cloud refuses every call
+    refused = 0
+    for _ in range(40):
+        h.gke_group.next_scale_error = Throttled("Rate exceeded", code="429")
+        calls = len(h.gke_group.scale_calls)
+        await h.step()
+        refused += len(h.gke_group.scale_calls) - calls
+        if refused >= 3:
+            break
+    assert refused >= 3, h.gke_group.scale_calls
+    throttled = [reason for reason, _ in h.events if reason == "ScaleThrottled"]
+    assert throttled == ["ScaleThrottled"], h.events
+    # A different failure of the same placement is news: it gets its own Event.
+    h.gke_group.next_scale_error = InsufficientCapacity("no L4 left", code="ICE")
+    for _ in range(10):
+        await h.step()
+        if any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events):
+            break
+    assert any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events), h.events
