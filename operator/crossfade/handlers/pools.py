@@ -333,6 +333,7 @@ async def _runtime(context: OperatorContext, *, snapshot: Mapping[str, Any]) -> 
     if cached is not None:
         runtime.state = cached[1].state  # a spec change keeps the engine's memory
         runtime.manual_seen = cached[1].manual_seen
+        runtime.last_events = cached[1].last_events
         await cached[1].close()
     context.runtimes[key] = (generation, runtime)
     return runtime

@@ -28,7 +28,7 @@ from crossfade.engine.policy import PoolPolicy, policy_from_spec
 from crossfade.engine.state import PoolState
 from crossfade.engine.weights import WEIGHT_TOTAL, all_to
 from crossfade.handlers import manual as manual_mod
-from crossfade.handlers.executor import ActionFailure, ExecutionReport, ExecutorMetrics, execute
+from crossfade.handlers.executor import ExecutionReport, ExecutorMetrics, execute
 from crossfade.handlers.manual import ManualControl, ManualControlError
 from crossfade.handlers.observe import (
     ObservationFeed,
@@ -72,6 +72,36 @@ DRILL_REASON = "Drill"
 DRILL_ENDED_REASON = "DrillEnded"
 
 
+# What makes two Events the same report: type, reason and message.
+EventKey = tuple[str, str, str]
+
+
+def event_key(event: EmitEvent) -> EventKey:
+    """Return the identity of an Event report (type, reason, message)."""
+    return str(event.type), event.reason, event.message
+
+
+def new_events(
+    events: Sequence[EmitEvent], *, previous: frozenset[EventKey]
+) -> tuple[list[EmitEvent], frozenset[EventKey]]:
+    """Return the Events to post (those the previous pass did not report) and this pass's keys.
+
+    A condition that lasts (a scale the cloud keeps refusing, a route that stays
+    unwritable) is reported by every pass; posting it every pass wrote an Event per pool per
+    period at steady state. It is posted when it starts, and again only after a pass
+    without it.
+    """
+    fresh: list[EmitEvent] = []
+    seen: set[EventKey] = set()
+    for event in events:
+        key = event_key(event)
+        if key in previous or key in seen:
+            continue
+        seen.add(key)
+        fresh.append(event)
+    return fresh, frozenset(event_key(event) for event in events)
+
+
 @dataclass(slots=True)
 class PoolRuntime:
     """The per-pool objects the pass talks to, built once per pool by the wiring.
@@ -89,9 +119,8 @@ class PoolRuntime:
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
     # Scheduled inference probes (handlers/probe_feed.py); each pass drains what arrived.
     probe_feed: ObservationFeed | None = None
-    # The failures of the last pass (``failure_key``): the same failure again is no news
-    # and posts no second Event (a refused scale is retried every pass until it lands).
-    standing_failures: frozenset[tuple[str, str]] = frozenset()
+    # The Events the previous pass had to report (posted or not); see ``new_events``.
+    last_events: frozenset[EventKey] = frozenset()
 
     async def close(self) -> None:
         """Release what the runtime holds (node watches); the pool's state stays."""
@@ -244,34 +273,6 @@ def drill_transition(
     )
 
 
-def failure_key(failure: ActionFailure) -> tuple[str, str]:
-    """What makes a failure the same one again: its reason and the placement it hit."""
-    placement = getattr(failure.action, "placement", None)
-    return failure.reason, str(placement) if placement is not None else type(
-        failure.action
-    ).__name__
-
-
-def news_of(report: ExecutionReport, runtime: PoolRuntime) -> list[EmitEvent]:
-    """The report's Events minus failures that already stood at the previous pass.
-
-    A failure Event is posted when the failure starts or changes reason; while the same
-    failure repeats pass after pass (a retried scale the cloud keeps refusing) the status
-    condition and the log carry it, not a new Event per pass.
-    """
-    repeated = {
-        (failure.reason, failure.message)
-        for failure in report.failures
-        if failure_key(failure) in runtime.standing_failures
-    }
-    runtime.standing_failures = frozenset(failure_key(f) for f in report.failures)
-    return [
-        event
-        for event in report.events
-        if not (event.type is EventType.WARNING and (event.reason, event.message) in repeated)
-    ]
-
-
 def forget_failed_scale_requests(state: PoolState, report: ExecutionReport) -> None:
     """Un-record scale requests the cloud refused for now (throttled, unavailable).
 
@@ -371,7 +372,7 @@ async def reconcile_once(
         hold_effects=hold,
         metrics=metrics,
     )
-    events.extend(news_of(report, runtime))
+    events.extend(report.events)
     forget_failed_scale_requests(decision.state, report)
     if report.weights_written is not None:
         decision.state.weights = dict(report.weights_written)
@@ -443,6 +444,7 @@ async def reconcile_once(
         # A forced failover becomes a pin, so the engine does not fail back on its own.
         annotations_patch[manual_mod.PIN] = target
     annotations_patch.update(manual_mod.cleanup_patch(control, done_force=forced_landed))
+    events, runtime.last_events = new_events(events, previous=runtime.last_events)
     return PassOutcome(
         decision=decision,
         report=report,
