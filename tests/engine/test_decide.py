@@ -355,3 +355,48 @@ def test_a_new_pool_without_evidence_writes_no_weights() -> None:
     assert decision.state.weights is None
     assert decision.state.fail_static
     assert not [a for a in decision.plan if isinstance(a, SetWeights)]
+
+
+def _first_step(driver: Driver) -> float:
+    """Decide once a second until the weights change; return when that decision was taken."""
+    before = dict(driver.world.weights or {})
+    for _ in range(600):
+        decision = driver.step(1)
+        if decision.state.weights != before:
+            return driver.now - 1
+    raise AssertionError("the weights never changed")
+
+
+def test_failover_step_is_taken_by_a_probe_result_arriving_early() -> None:
+    # Probe results arrive on a schedule jittered by +-10%; the pass such a result wakes 0.9
+    # of a period after the previous step must take the next Failover step, not leave it
+    # for the pass after (up to one more whole period later).
+    driver = started()
+    driver.world.ready["b"] = driver.world.total["b"] = 4
+    driver.world.up["a"] = False
+    stepped_at = _first_step(driver)
+    after_first = dict(driver.world.weights or {})
+    assert 0 < after_first["a"] < 100
+    driver.step(int(stepped_at + 0.9 * PERIOD_S - driver.now))
+    assert driver.now == stepped_at + 0.9 * PERIOD_S
+    assert dict(driver.world.weights or {}) == after_first  # nothing earlier than that
+    decision = driver.step()
+    assert decision.state.weights is not None
+    assert decision.state.weights["a"] < after_first["a"]
+
+
+def test_failback_steps_keep_the_full_period() -> None:
+    driver = started()
+    driver.world.ready["b"] = driver.world.total["b"] = 4
+    driver.world.up["a"] = False
+    driver.run(200)
+    assert driver.world.weights == {"a": 0, "b": 100}
+    driver.world.up["a"] = True
+    stepped_at = _first_step(driver)
+    after_first = dict(driver.world.weights or {})
+    assert 0 < after_first["a"] < 100
+    driver.step(int(stepped_at + 0.9 * PERIOD_S - driver.now))
+    driver.step()  # 0.9 of a period after the first failback step: not due yet
+    assert driver.world.weights == after_first
+    driver.step()  # a full period after it
+    assert (driver.world.weights or {})["a"] > after_first["a"]

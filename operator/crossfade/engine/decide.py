@@ -42,6 +42,13 @@ from crossfade.engine.weights import WEIGHT_TOTAL, Weights, apportion, step_towa
 # A placement that carried traffic or was planned to is kept at its size this long after
 # it stopped being needed, so a flapping neighbour does not make it scale up and down.
 SCALE_DOWN_AFTER_S = 300
+# Steps are due once per probe period. While leaving a failing placement the passes that
+# take them are woken by the failing probe results (handlers/probe_feed.py), which arrive
+# on a schedule jittered by +-10% (probes/scheduler.py): with a strict full period, a
+# result that came early found the step not yet due and the next one waited for the
+# following pass, up to one more whole period. A Failover step is therefore due once this
+# share of the period is left behind; failback and rebalancing keep the full period.
+FAILOVER_STEP_SLACK = 0.25
 
 # Events about weight moves; with effects withheld they would describe things not done.
 SHIFT_EVENT_REASONS = frozenset(
@@ -695,7 +702,10 @@ def _move(
     moved = dict(current)
     if forced:
         moved, reason, _ = _evacuate(current, forced=forced, goal=goal, names=names, rank=rank)
-    stepped = s.last_step_at is not None and now - s.last_step_at < policy.period_s
+    step_gap_s = float(policy.period_s)
+    if s.shift_reason == "Failover":
+        step_gap_s *= 1 - FAILOVER_STEP_SLACK
+    stepped = s.last_step_at is not None and now - s.last_step_at < step_gap_s
     if moved != goal and not stepped:
         moved = step_toward(moved, goal, step_percent=policy.step_percent)
         s.last_step_at = now
