@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import os
+import random
 import sys
 import time
 from collections.abc import Mapping
@@ -26,6 +27,12 @@ from crossfade.testing.world import World, WorldKnobs, load_documents, running_w
 
 PROBE_PERIODS_S = tuple(int(p) for p in os.environ.get("BENCH_PROBE_PERIODS", "1,5,10").split(","))
 RUNS_PER_PERIOD = int(os.environ.get("BENCH_RECOVERY_RUNS", "20"))
+# Which outage kinds this process measures ("endpoint", "nodes"); several processes, each
+# with its own sandbox, can measure disjoint settings at once (see PART_NAME and --merge).
+KIND_KEYS = tuple(os.environ.get("BENCH_OUTAGE_KINDS", "endpoint,nodes").split(","))
+# A process started with BENCH_RECOVERY_PART writes only WORKDIR/part-<name>.json;
+# ``--merge`` then joins every part into bench/results/recovery.{json,md}.
+PART_NAME = os.environ.get("BENCH_RECOVERY_PART", "")
 # Wall-clock budget for all periods together, shared equally; a period stops starting new
 # outages once its share is spent, so the bench ends in bounded time and reports n honestly.
 BUDGET_S = float(os.environ.get("BENCH_RECOVERY_BUDGET_S", "3600"))
@@ -39,6 +46,16 @@ MAX_FAILOVERS_PER_HOUR = 60  # the API maximum
 ENDPOINT_ONLY = "endpoint 503 only"
 NODES_AND_ENDPOINT = "endpoint 503 + Nodes NotReady"
 OUTAGE_KINDS = (ENDPOINT_ONLY, NODES_AND_ENDPOINT)
+KINDS_BY_KEY = {"endpoint": ENDPOINT_ONLY, "nodes": NODES_AND_ENDPOINT}
+# The flap guard lets a Failback start only while at most maxFailoversPerHour - 2 (58)
+# transitions happened in the last hour; every outage makes two (Failover, Failback), so a
+# world serves at most 28 outages before failbacks would be held. Longer series run in a
+# fresh world (new pool, empty history) every MAX_OUTAGES_PER_WORLD outages.
+MAX_OUTAGES_PER_WORLD = 28
+# The standby is kept warm for the whole demand (3 nodes x 4 L4 = the pool's demand), so
+# every run measures detection + stepping, not a standby boot (the quickstart keeps 1 node).
+STANDBY = "gke-standby"
+STANDBY_WARM_NODES = 3
 WORKDIR = Path(os.environ.get("BENCH_WORKDIR", "/tmp/crossfade-bench-recovery"))
 
 ANCHORS: tuple[Mapping[str, Any], ...] = (
@@ -59,6 +76,7 @@ def bench_documents() -> list[dict[str, Any]]:
         spec = doc["spec"]
         spec["healthCheck"]["inference"]["failureThreshold"] = FAILURE_THRESHOLD
         spec["failover"]["maxFailoversPerHour"] = MAX_FAILOVERS_PER_HOUR
+        spec["failover"]["warmStandbyNodes"] = STANDBY_WARM_NODES
     return documents
 
 
@@ -124,49 +142,108 @@ async def back_on_primary(world: World, reader: HTTPRouteWeights) -> None:
     raise RuntimeError("the primary did not get its traffic back")
 
 
-async def measure_period(
+async def settled(world: World) -> None:
+    """Wait until the pool's status shows every placement Healthy and the standby warm.
+
+    At a world's start the route may already carry all weight on the primary before the
+    operator's first decision; an outage started then would time the operator's start-up.
+    """
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        sample = await world.sample_once()
+        standby = sample.placement(STANDBY)
+        if (
+            all(p.health == "Healthy" for p in sample.placements)
+            and standby is not None
+            and standby.ready_nodes >= STANDBY_WARM_NODES
+        ):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the pool did not settle within {RUN_TIMEOUT_S} s")
+
+
+async def measure_in_world(
     *,
     management: TestCluster,
     clouds: Mapping[str, TestCluster],
     period_s: int,
-    budget_s: float,
+    kinds: tuple[str, ...],
+    runs_per_kind: int,
+    workdir: Path,
+    deadline: float,
 ) -> dict[str, list[tuple[float, float, float, int]]]:
-    """Up to RUNS_PER_PERIOD outages of each kind (alternating) with probe period ``period_s``.
+    """Up to ``runs_per_kind`` outages of each of ``kinds`` (alternating) in one fresh world.
 
-    Stops starting outages once ``budget_s`` has passed, so both kinds get the same count.
+    Before each outage the bench waits a random fraction of one probe period, so onsets fall
+    uniformly across the probe schedule; the primary carries all traffic again (failback
+    finished, so its probes are passing) and the pool's status shows every placement Healthy
+    with the standby warm (``settled``) before the next one. No outage starts after
+    ``deadline`` (monotonic).
     """
-    started = time.monotonic()
     knobs = WorldKnobs(
         probe_period_s=period_s,
         toleration_s=0,
         failback_delay_s=period_s * FAILURE_THRESHOLD + 1,  # API: above the detection window
         start_traffic=False,
+        initial_nodes={STANDBY: STANDBY_WARM_NODES},
     )
-    runs: dict[str, list[tuple[float, float, float, int]]] = {kind: [] for kind in OUTAGE_KINDS}
+    runs: dict[str, list[tuple[float, float, float, int]]] = {kind: [] for kind in kinds}
     async with running_world(
         management=management,
         clouds=clouds,
         documents=bench_documents(),
         namespace="default",
         knobs=knobs,
-        workdir=WORKDIR / f"period-{period_s}",
+        workdir=workdir,
     ) as world:
         api = await management.async_api_client()
         try:
             reader = HTTPRouteWeights(api=api, namespace=world.namespace, name=world.route_name)
             await back_on_primary(world, reader)
-            for run in range(RUNS_PER_PERIOD):
-                if time.monotonic() - started > budget_s:
+            for run in range(runs_per_kind):
+                if time.monotonic() > deadline:
                     print(f"period {period_s} s: budget spent after {run} runs per kind")
                     break
-                for kind in OUTAGE_KINDS:
-                    await asyncio.sleep(period_s * 2)  # probes settle healthy before the outage
+                for kind in kinds:
+                    await settled(world)
+                    await asyncio.sleep(random.uniform(0.0, period_s))  # random probe phase
                     result = await one_outage(world, reader, kind=kind)
                     runs[kind].append(result)
-                    print(f"period {period_s} s, {kind}, run {run + 1}: {result}", flush=True)
+                    print(f"period {period_s} s, {kind}: {result}", flush=True)
                     await back_on_primary(world, reader)
         finally:
             await api.close()
+    return runs
+
+
+async def measure_period(
+    *,
+    management: TestCluster,
+    clouds: Mapping[str, TestCluster],
+    period_s: int,
+    kinds: tuple[str, ...],
+    budget_s: float,
+) -> dict[str, list[tuple[float, float, float, int]]]:
+    """RUNS_PER_PERIOD outages of each kind with probe period ``period_s``, in as many fresh
+    worlds as the flap guard needs (MAX_OUTAGES_PER_WORLD); stops after ``budget_s``."""
+    deadline = time.monotonic() + budget_s
+    per_world = max(1, MAX_OUTAGES_PER_WORLD // len(kinds))
+    runs: dict[str, list[tuple[float, float, float, int]]] = {kind: [] for kind in kinds}
+    chunk = 0
+    while len(runs[kinds[0]]) < RUNS_PER_PERIOD and time.monotonic() < deadline:
+        wanted = min(per_world, RUNS_PER_PERIOD - len(runs[kinds[0]]))
+        got = await measure_in_world(
+            management=management,
+            clouds=clouds,
+            period_s=period_s,
+            kinds=kinds,
+            runs_per_kind=wanted,
+            workdir=WORKDIR / f"period-{period_s}-{'-'.join(kinds)}-{chunk}".replace(" ", "_"),
+            deadline=deadline,
+        )
+        for kind, kind_runs in got.items():
+            runs[kind].extend(kind_runs)
+        chunk += 1
     return runs
 
 
@@ -311,20 +388,39 @@ def write(
     )
 
 
+def merge_parts() -> Path:
+    """Join WORKDIR/part-*.json (one per process) into bench/results/recovery.{json,md}."""
+    raw: dict[str, list[Any]] = {}
+    loads: dict[str, list[dict[str, float]]] = {}
+    budget_s = 0.0
+    for part in sorted(WORKDIR.glob("part-*.json")):
+        stored = json.loads(part.read_text())
+        raw.update(stored["raw_runs_s"])
+        loads.update(stored["load_average"])
+        budget_s = max(budget_s, stored["budget_s"])
+    ordered = dict(sorted(raw.items(), key=lambda item: (int(item[0].split("s/")[0]), item[0])))
+    return write(ordered, loads, budget_s=budget_s)
+
+
 def main() -> int:
     """Measure every probe period, writing bench/results/recovery.{json,md} after each.
 
-    ``--render`` rewrites the markdown from the stored JSON without measuring.
+    ``--render`` rewrites the markdown from the stored JSON without measuring; ``--merge``
+    joins the parts written by processes started with BENCH_RECOVERY_PART.
     """
     if sys.argv[1:] == ["--render"]:
         stored = json.loads((RESULTS_DIR / "recovery.json").read_text())
         path = write(stored["raw_runs_s"], stored["load_average"], budget_s=stored["budget_s"])
         print(path.read_text())
         return 0
+    if sys.argv[1:] == ["--merge"]:
+        print(merge_parts().read_text())
+        return 0
+    kinds = tuple(KINDS_BY_KEY[key] for key in KIND_KEYS)
     raw: dict[str, list[tuple[float, float, float, int]]] = {}
     loads: dict[str, list[dict[str, float]]] = {}
     budget_per_period_s = BUDGET_S / len(PROBE_PERIODS_S)
-    with running_sandbox(workdir=WORKDIR / "sandbox") as sandbox:
+    with running_sandbox(workdir=WORKDIR / f"sandbox{PART_NAME}") as sandbox:
         clouds = {"aws": sandbox.clusters["aws"], "gcp": sandbox.clusters["gcp"]}
         for period_s in PROBE_PERIODS_S:
             load_before = load_average()
@@ -333,14 +429,22 @@ def main() -> int:
                     management=sandbox.management,
                     clouds=clouds,
                     period_s=period_s,
+                    kinds=kinds,
                     budget_s=budget_per_period_s,
                 )
             )
-            loads[f"{period_s}s"] = [load_before, load_average()]
+            loads[f"{period_s}s/{'+'.join(KIND_KEYS)}"] = [load_before, load_average()]
             for kind, kind_runs in runs.items():
                 raw[f"{period_s}s/{kind}"] = kind_runs
-            path = write(raw, loads, budget_s=BUDGET_S)
-    print(path.read_text())
+            if PART_NAME:
+                WORKDIR.mkdir(parents=True, exist_ok=True)
+                part = WORKDIR / f"part-{PART_NAME}.json"
+                part.write_text(
+                    json.dumps({"raw_runs_s": raw, "load_average": loads, "budget_s": BUDGET_S})
+                )
+                print(f"wrote {part}", flush=True)
+            else:
+                print(write(raw, loads, budget_s=BUDGET_S).read_text(), flush=True)
     return 0
 
 
