@@ -28,7 +28,7 @@ from crossfade.engine.policy import PoolPolicy, policy_from_spec
 from crossfade.engine.state import PoolState
 from crossfade.engine.weights import WEIGHT_TOTAL, all_to
 from crossfade.handlers import manual as manual_mod
-from crossfade.handlers.executor import ExecutionReport, ExecutorMetrics, execute
+from crossfade.handlers.executor import ActionFailure, ExecutionReport, ExecutorMetrics, execute
 from crossfade.handlers.manual import ManualControl, ManualControlError
 from crossfade.handlers.observe import (
     ObservationFeed,
@@ -86,10 +86,10 @@ def new_events(
 ) -> tuple[list[EmitEvent], frozenset[EventKey]]:
     """Return the Events to post (those the previous pass did not report) and this pass's keys.
 
-    A condition that lasts (a scale the cloud keeps refusing, a route that stays
-    unwritable) is reported by every pass; posting it every pass wrote an Event per pool per
-    period at steady state. It is posted when it starts, and again only after a pass
-    without it.
+    A report that lasts word for word (an engine Event a pass repeats, a failure whose
+    message stays the same) is posted when it starts, and again only after a pass without
+    it; posting it every pass wrote an Event per pool per period at steady state. Failures
+    whose message changes from pass to pass are handled before this by ``news_of``.
     """
     fresh: list[EmitEvent] = []
     seen: set[EventKey] = set()
@@ -119,6 +119,9 @@ class PoolRuntime:
     closers: Sequence[Callable[[], Awaitable[None]]] = ()
     # Scheduled inference probes (handlers/probe_feed.py); each pass drains what arrived.
     probe_feed: ObservationFeed | None = None
+    # The failures of the last pass (``failure_key``): the same failure again is no news
+    # and posts no second Event (a refused scale is retried every pass until it lands).
+    standing_failures: frozenset[tuple[str, str]] = frozenset()
     # The Events the previous pass had to report (posted or not); see ``new_events``.
     last_events: frozenset[EventKey] = frozenset()
 
@@ -273,6 +276,34 @@ def drill_transition(
     )
 
 
+def failure_key(failure: ActionFailure) -> tuple[str, str]:
+    """What makes a failure the same one again: its reason and the placement it hit."""
+    placement = getattr(failure.action, "placement", None)
+    return failure.reason, str(placement) if placement is not None else type(
+        failure.action
+    ).__name__
+
+
+def news_of(report: ExecutionReport, runtime: PoolRuntime) -> list[EmitEvent]:
+    """The report's Events minus failures that already stood at the previous pass.
+
+    A failure Event is posted when the failure starts or changes reason; while the same
+    failure repeats pass after pass (a retried scale the cloud keeps refusing) the status
+    condition and the log carry it, not a new Event per pass.
+    """
+    repeated = {
+        (failure.reason, failure.message)
+        for failure in report.failures
+        if failure_key(failure) in runtime.standing_failures
+    }
+    runtime.standing_failures = frozenset(failure_key(f) for f in report.failures)
+    return [
+        event
+        for event in report.events
+        if not (event.type is EventType.WARNING and (event.reason, event.message) in repeated)
+    ]
+
+
 def forget_failed_scale_requests(state: PoolState, report: ExecutionReport) -> None:
     """Un-record scale requests the cloud refused for now (throttled, unavailable).
 
@@ -372,7 +403,7 @@ async def reconcile_once(
         hold_effects=hold,
         metrics=metrics,
     )
-    events.extend(report.events)
+    events.extend(news_of(report, runtime))
     forget_failed_scale_requests(decision.state, report)
     if report.weights_written is not None:
         decision.state.weights = dict(report.weights_written)
