@@ -6,7 +6,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from crossfade.engine.observations import NodeObservation
 from crossfade.handlers import manual
+from crossfade.handlers.observe import PlacementObservers
 from crossfade.handlers.reconcile import (
     STATE_ANNOTATION,
     PassOutcome,
@@ -14,6 +16,8 @@ from crossfade.handlers.reconcile import (
     durable_state,
     reconcile_once,
 )
+from crossfade.handlers.wiring import NodeSizedProvider
+from crossfade.probes.nodes import NodeCacheNotSyncedError
 from crossfade.providers.errors import InsufficientCapacity, Throttled
 from crossfade.routers.noop import NoopRouter
 
@@ -314,3 +318,37 @@ async def test_a_scale_failure_repeated_pass_after_pass_posts_one_event() -> Non
         if any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events):
             break
     assert any(reason == "ScaleInsufficientCapacity" for reason, _ in h.events), h.events
+
+
+async def test_a_spec_change_is_observed_while_a_placement_cannot_be_read() -> None:
+    h = Harness()
+    await h.run(5)
+
+    async def no_node_summary() -> None:
+        return None  # NodeSizedProvider's view: the Node cache has no summary yet
+
+    async def nodes_not_synced() -> NodeObservation:
+        raise NodeCacheNotSyncedError("eks.amazonaws.com/nodegroup=gke")
+
+    gke = NodeSizedProvider(
+        h.gke_group, observe=no_node_summary, adopt=lambda size: None, sync_wait_s=0.05
+    )
+
+    async def gke_cloud() -> Any:
+        state = await gke.describe()
+        return state.to_observation(placement="gke", at=h.clock[0])
+
+    h.runtime.observers = [
+        h.runtime.observers[0],
+        PlacementObservers(
+            placement="gke", probe=h.gke.probe, nodes=nodes_not_synced, cloud=gke_cloud
+        ),
+    ]
+    h.runtime.providers = {"aws": h.aws_group, "gke": gke}
+    h.aws_group.describe_error = Throttled("Rate exceeded", code="429")
+    h.body["spec"] = fast_spec(failback_delay_s=7)
+    h.body["metadata"]["generation"] = 2
+    await h.step()
+    status = h.body["status"]
+    assert status["observedGeneration"] == 2, status
+    assert {c["observedGeneration"] for c in status["conditions"]} == {2}, status["conditions"]
