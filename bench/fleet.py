@@ -348,12 +348,20 @@ class Fleet:
         items: list[dict[str, Any]] = answer["items"]
         return items
 
+    async def poll_pools(self) -> list[dict[str, Any]]:
+        """``list_pools`` for the wait loops: a list the loaded apiserver times out is empty."""
+        try:
+            return await self.list_pools()
+        except (ApiException, OSError, TimeoutError) as exc:
+            print(f"  listing pools failed, trying again: {exc}", flush=True)
+            return []
+
     async def wait_all_reconciled(self, *, timeout_s: float) -> float:
         """Wait until every pool's status.observedGeneration is its generation; return seconds."""
         started = time.monotonic()
         done = 0
         while time.monotonic() - started < timeout_s:
-            pools = await self.list_pools()
+            pools = await self.poll_pools()
             done = sum(
                 1
                 for pool in pools
@@ -383,7 +391,7 @@ class Fleet:
         started = time.monotonic()
         converged = 0
         while time.monotonic() - started < timeout_s:
-            pools = await self.list_pools()
+            pools = await self.poll_pools()
             converged = sum(1 for pool in pools if pool_converged(pool))
             if len(pools) == self.pools and converged == self.pools:
                 return time.monotonic() - started, converged
