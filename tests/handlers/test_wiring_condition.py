@@ -1,4 +1,7 @@
-"""A pool whose runtime cannot be built gets Ready=False with the WiringError, written once."""
+"""A pool whose runtime cannot be built gets Ready=False with the WiringError, written once.
+
+status.observedGeneration advances with it: the pass read the spec it could not wire.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +54,8 @@ async def test_wiring_failure_is_a_ready_condition_written_only_when_it_changes(
         assert (condition["status"], condition["reason"]) == ("False", "NoEndpoint")
         assert condition["message"] == error.message
         assert condition["observedGeneration"] == generation
+        # The pass read this generation: a spec change that cannot be wired is answered.
+        assert stored["status"]["observedGeneration"] == generation
 
         # The same failure on the next pass changes nothing, so nothing is written.
         again = wiring_failure_status(stored["status"], error, now=NOW + 60, generation=generation)

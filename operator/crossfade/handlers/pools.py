@@ -285,14 +285,19 @@ def wiring_failure_status(
     """Return the status merge patch recording ``error`` as Ready=False; {} when already there.
 
     Nothing clears it explicitly: once wiring succeeds, the engine sets Ready on every pass
-    (engine/decide.py), which replaces this reason and message.
+    (engine/decide.py), which replaces this reason and message. ``observedGeneration``
+    advances too: the pass read this generation's spec, and Ready tells what came of it
+    (a spec change that cannot be wired is answered, not left looking unseen).
     """
     failed = SetCondition(ConditionType.READY, ConditionStatus.FALSE, error.reason, error.message)
     conditions = merge_conditions(
         stored.get("conditions"), [failed], now=now, observed_generation=generation
     )
+    built: dict[str, Any] = {**stored, "conditions": conditions}
+    if generation is not None:
+        built["observedGeneration"] = generation
     # status.phase is not in the CRD schema (the apiserver prunes it), so it is not written.
-    return status_patch(stored, {**stored, "conditions": conditions})
+    return status_patch(stored, built)
 
 
 async def _write_wiring_failure(
