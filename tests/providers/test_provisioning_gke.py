@@ -30,6 +30,7 @@ from crossfade.providers.provisioning import (
     node_group_name,
     template_from_placement,
 )
+from crossfade.providers.provisioning_walk import CreateAttempt
 from crossfade.providers.registry import ProviderContext
 from crossfade.testing.gke_server import GKEServer, GKEState
 from tests.providers.gke_provisioning_support import (
@@ -161,13 +162,16 @@ async def test_lost_create_reply_conflict_is_adopted(
     provisioner = make_provisioner(gke_server, step_clock)
     await provisioner.ensure(owner=owner, template=TEMPLATE, deletion_policy=RETAIN)
     # The list a restarted process makes missed the pool (it was created in between).
-    result = await provisioner._create(
-        owner=owner,
-        template=TEMPLATE,
-        deletion_policy=RETAIN,
-        name=node_group_name(owner, attempt=0),
-        machine_type="a3-highgpu-8g",
-        skipped=(),
+    result = await provisioner.create_candidate(
+        CreateAttempt(
+            owner=owner,
+            template=TEMPLATE,
+            deletion_policy=RETAIN,
+            name=node_group_name(owner, attempt=0),
+            instance_type="a3-highgpu-8g",
+            position=0,
+            skipped=(),
+        )
     )
     assert result is not None and result.adopted and not result.created
     assert len(creates(gke_state)) == 2

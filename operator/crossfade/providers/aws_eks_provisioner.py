@@ -29,7 +29,11 @@ from crossfade.providers.provisioning import (
     ProvisionResult,
     deletion_policy_of,
 )
-from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
+from crossfade.providers.provisioning_walk import (
+    CandidateState,
+    CreateAttempt,
+    ensure_node_group,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_eks.literals import TaintEffectType
@@ -98,18 +102,6 @@ def create_request(
     return request
 
 
-async def _candidate_state(name: str, nodegroup: NodegroupTypeDef) -> CandidateState | None:
-    """Return the walk's view of one of our node groups; None while it is being deleted."""
-    state = state_from_nodegroup(nodegroup)
-    if state.status in GONE_STATUSES:
-        return None
-    return CandidateState(
-        status=state.status,
-        insufficient_capacity=state.insufficient_capacity and state.status in FAILED_STATUSES,
-        never_served=state.status == CREATE_FAILED,
-    )
-
-
 class EksNodeGroupProvisioner:
     """``Provisioner`` for one EKS cluster (see provisioning.Provisioner)."""
 
@@ -136,63 +128,53 @@ class EksNodeGroupProvisioner:
         self, *, owner: Owner, template: NodeGroupTemplate, deletion_policy: DeletionPolicyTag
     ) -> ProvisionResult:
         """Adopt the owner's live node group, or create one, falling back through types on ICE."""
-
-        async def find(names: Sequence[str]) -> dict[str, NodegroupTypeDef]:
-            listed = set(await self._eks.list_nodegroups(cluster=self.cluster))
-            existing: dict[str, NodegroupTypeDef] = {}
-            for name in names:
-                if name in listed and (found := await self._describe(name)) is not None:
-                    self._check_owner(found, name=name, owner=owner)
-                    existing[name] = found
-            return existing
-
-        async def delete(name: str) -> bool:
-            return await self.delete_owned(name=name, owner=owner)
-
-        async def create(
-            name: str, instance_type: str, skipped: tuple[str, ...]
-        ) -> ProvisionResult | None:
-            return await self._create(
-                owner=owner,
-                template=template,
-                deletion_policy=deletion_policy,
-                name=name,
-                instance_type=instance_type,
-                skipped=skipped,
-            )
-
         return await ensure_node_group(
+            self,
             owner=owner,
-            instance_types=template.instance_types,
+            template=template,
+            deletion_policy=deletion_policy,
             where=f"eks/{self.cluster}",
-            find=find,
-            state_of=_candidate_state,
-            delete=delete,
-            create=create,
-            log_adopted=self._log_adopted,
         )
 
-    def _log_adopted(self, name: str, instance_type: str) -> None:
+    async def find_candidates(
+        self, names: Sequence[str], *, owner: Owner
+    ) -> dict[str, NodegroupTypeDef]:
+        """Return the node groups among ``names`` that exist; OwnershipConflict if not ours."""
+        listed = set(await self._eks.list_nodegroups(cluster=self.cluster))
+        existing: dict[str, NodegroupTypeDef] = {}
+        for name in names:
+            if name in listed and (found := await self._describe(name)) is not None:
+                self._check_owner(found, name=name, owner=owner)
+                existing[name] = found
+        return existing
+
+    async def candidate_state(
+        self, name: str, found: NodegroupTypeDef, *, owner: Owner
+    ) -> CandidateState | None:
+        """Return the walk's view of one of our node groups; None while it is being deleted."""
+        state = state_from_nodegroup(found)
+        if state.status in GONE_STATUSES:
+            return None
+        return CandidateState(
+            status=state.status,
+            insufficient_capacity=state.insufficient_capacity and state.status in FAILED_STATUSES,
+            never_served=state.status == CREATE_FAILED,
+        )
+
+    def log_adopted(self, name: str, instance_type: str) -> None:
+        """Log a node group the walk adopted."""
         self._log("eks node group adopted", name=name, instance_type=instance_type)
 
-    async def _create(
-        self,
-        *,
-        owner: Owner,
-        template: NodeGroupTemplate,
-        deletion_policy: DeletionPolicyTag,
-        name: str,
-        instance_type: str,
-        skipped: tuple[str, ...],
-    ) -> ProvisionResult | None:
+    async def create_candidate(self, attempt: CreateAttempt) -> ProvisionResult | None:
         """Create one node group; None when the cloud answered insufficient capacity."""
+        owner, name, instance_type = attempt.owner, attempt.name, attempt.instance_type
         token = idempotency_token("create", owner.pool_uid, owner.placement, name)
         request = create_request(
             cluster=self.cluster,
             name=name,
             instance_type=instance_type,
-            template=template,
-            tags=owner.tags(deletion_policy=deletion_policy),
+            template=attempt.template,
+            tags=attempt.tags,
             token=token,
         )
         before = self._eks.caller.attempts["CreateNodegroup"]
@@ -216,7 +198,7 @@ class EksNodeGroupProvisioner:
                 created=False,
                 adopted=True,
                 status=str(found.get("status", "UNKNOWN")),
-                skipped_types=skipped,
+                skipped_types=attempt.skipped,
                 create_calls=self._eks.caller.attempts["CreateNodegroup"] - before,
             )
         self._log("eks node group created", name=name, instance_type=instance_type)
@@ -226,7 +208,7 @@ class EksNodeGroupProvisioner:
             created=True,
             adopted=False,
             status=str(created.get("status", "CREATING")),
-            skipped_types=skipped,
+            skipped_types=attempt.skipped,
             create_calls=self._eks.caller.attempts["CreateNodegroup"] - before,
         )
 

@@ -58,9 +58,12 @@ from crossfade.providers.provisioning import (
     OwnershipConflict,
     ProvisionResult,
     deletion_policy_of,
-    node_group_name,
 )
-from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
+from crossfade.providers.provisioning_walk import (
+    CandidateState,
+    CreateAttempt,
+    ensure_node_group,
+)
 from crossfade.providers.registry import placement_member
 
 if TYPE_CHECKING:
@@ -265,82 +268,68 @@ class ClusterApiProvisioner:
                 "infrastructure templates: they pair up one to one",
                 code="InfrastructureTemplateCount",
             )
-        refs = {node_group_name(owner, attempt=i): ref for i, ref in enumerate(infrastructure)}
-
-        async def find(names: Sequence[str]) -> dict[str, dict[str, Any]]:
-            return {
-                item["metadata"]["name"]: item
-                for item in await self._list()
-                if item["metadata"]["name"] in names
-            }
-
-        async def state_of(name: str, found: dict[str, Any]) -> CandidateState | None:
-            self._check_owner(found, name=name, owner=owner)
-            if found["metadata"].get("deletionTimestamp"):
-                return None
-            try:
-                state = await ClusterAPIProvider(
-                    ref=MachineDeploymentRef(self.namespace, name), api=self._api
-                ).describe()
-            except NotFound:
-                return None  # deleted since the list; its name is free again on the next pass
-            # Ours and serving nothing with capacity failures: the infrastructure has no
-            # capacity for this template. Delete it (its Machines go with it), try the next.
-            return CandidateState(
-                status=_phase(found),
-                insufficient_capacity=state.insufficient_capacity and not state.ready,
-                never_served=True,
-            )
-
-        async def delete(name: str) -> bool:
-            return await self.delete_owned(name=name, owner=owner)
-
-        async def create(
-            name: str, instance_type: str, skipped: tuple[str, ...]
-        ) -> ProvisionResult:
-            ref = refs[name]
-            # Before the first create only: a wrong reference fails here, with its name.
-            for template_ref in (self.blueprint.bootstrap_config_ref, ref):
-                await self._templates.check(template_ref, namespace=self.namespace)
-            return await self._create(
-                owner=owner,
-                name=name,
-                instance_type=instance_type,
-                manifest=machine_deployment_manifest(
-                    name=name,
-                    blueprint=self.blueprint,
-                    infrastructure=ref,
-                    template=template,
-                    ownership=owner.tags(deletion_policy=deletion_policy),
-                ),
-                skipped=skipped,
-            )
-
         return await ensure_node_group(
+            self,
             owner=owner,
-            instance_types=template.instance_types,
+            template=template,
+            deletion_policy=deletion_policy,
             where=f"capi/{self.namespace}",
-            find=find,
-            state_of=state_of,
-            delete=delete,
-            create=create,
-            log_adopted=self._log_adopted,
             capacity_per_instance_type=False,
         )
 
-    def _log_adopted(self, name: str, instance_type: str) -> None:
+    async def find_candidates(
+        self, names: Sequence[str], *, owner: Owner
+    ) -> dict[str, dict[str, Any]]:
+        """Return the MachineDeployments among ``names`` that exist (ownership checked later)."""
+        return {
+            item["metadata"]["name"]: item
+            for item in await self._list()
+            if item["metadata"]["name"] in names
+        }
+
+    async def candidate_state(
+        self, name: str, found: dict[str, Any], *, owner: Owner
+    ) -> CandidateState | None:
+        """Return the walk's view of one MachineDeployment; None while it is being deleted."""
+        self._check_owner(found, name=name, owner=owner)
+        if found["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            state = await ClusterAPIProvider(
+                ref=MachineDeploymentRef(self.namespace, name), api=self._api
+            ).describe()
+        except NotFound:
+            return None  # deleted since the list; its name is free again on the next pass
+        # Ours and serving nothing with capacity failures: the infrastructure has no
+        # capacity for this template. Delete it (its Machines go with it), try the next.
+        return CandidateState(
+            status=_phase(found),
+            insufficient_capacity=state.insufficient_capacity and not state.ready,
+            never_served=True,
+        )
+
+    def log_adopted(self, name: str, instance_type: str) -> None:
+        """Log a MachineDeployment the walk adopted."""
         self._log("capi machine deployment adopted", name, instance_type=instance_type)
 
-    async def _create(
-        self,
-        *,
-        owner: Owner,
-        name: str,
-        instance_type: str,
-        manifest: dict[str, Any],
-        skipped: tuple[str, ...],
-    ) -> ProvisionResult:
-        """Create one MachineDeployment; on AlreadyExists adopt it if (and only if) it is ours."""
+    async def create_candidate(self, attempt: CreateAttempt) -> ProvisionResult:
+        """Create one MachineDeployment; on AlreadyExists adopt it if (and only if) it is ours.
+
+        Its infrastructure template is the one at the attempt's position; before a create the
+        bootstrap and infrastructure templates are checked, so a wrong reference fails here,
+        with its name.
+        """
+        owner, name, instance_type = attempt.owner, attempt.name, attempt.instance_type
+        infrastructure = self.blueprint.infrastructure_templates[attempt.position]
+        for template_ref in (self.blueprint.bootstrap_config_ref, infrastructure):
+            await self._templates.check(template_ref, namespace=self.namespace)
+        manifest = machine_deployment_manifest(
+            name=name,
+            blueprint=self.blueprint,
+            infrastructure=infrastructure,
+            template=attempt.template,
+            ownership=attempt.tags,
+        )
         custom = await self._custom()
         try:
             created: dict[str, Any] = await custom.create_namespaced_custom_object(
@@ -366,7 +355,7 @@ class ClusterApiProvisioner:
                 created=False,
                 adopted=True,
                 status=_phase(found),
-                skipped_types=skipped,
+                skipped_types=attempt.skipped,
                 create_calls=1,
             )
         except TRANSPORT_ERRORS as error:
@@ -378,7 +367,7 @@ class ClusterApiProvisioner:
             created=True,
             adopted=False,
             status=_phase(created),
-            skipped_types=skipped,
+            skipped_types=attempt.skipped,
             create_calls=1,
         )
 

@@ -64,7 +64,11 @@ from crossfade.providers.provisioning import (
     ProvisionResult,
     deletion_policy_of,
 )
-from crossfade.providers.provisioning_walk import CandidateState, ensure_node_group
+from crossfade.providers.provisioning_walk import (
+    CandidateState,
+    CreateAttempt,
+    ensure_node_group,
+)
 from crossfade.providers.registry import placement_member
 
 if TYPE_CHECKING:
@@ -203,21 +207,6 @@ def _pool_insufficient_capacity(pool: container_v1.NodePool) -> bool:
     )
 
 
-async def _candidate_state(name: str, pool: container_v1.NodePool) -> CandidateState | None:
-    """Return the walk's view of one of our node pools; None while it is being deleted.
-
-    Only a pool in ERROR never served; one that runs but cannot grow (RUNNING_WITH_ERROR)
-    keeps its nodes, as on EKS (DEGRADED).
-    """
-    if pool.status == PoolStatus.STOPPING:
-        return None
-    return CandidateState(
-        status=PoolStatus(pool.status).name,
-        insufficient_capacity=pool.status in FAILED_STATUSES and _pool_insufficient_capacity(pool),
-        never_served=pool.status == PoolStatus.ERROR,
-    )
-
-
 class GkeNodePoolProvisioner:
     """``Provisioner`` for one GKE cluster (see provisioning.Provisioner)."""
 
@@ -296,60 +285,54 @@ class GkeNodePoolProvisioner:
         self, *, owner: Owner, template: NodeGroupTemplate, deletion_policy: DeletionPolicyTag
     ) -> ProvisionResult:
         """Adopt the owner's live node pool, or create one, falling back through types on ICE."""
-
-        async def find(names: Sequence[str]) -> dict[str, container_v1.NodePool]:
-            listed = {pool.name: pool for pool in await self._list()}
-            existing = {name: listed[name] for name in names if name in listed}
-            for name, pool in existing.items():
-                self._check_owner(pool, name=name, owner=owner)
-            return existing
-
-        async def delete(name: str) -> bool:
-            return await self.delete_owned(name=name, owner=owner)
-
-        async def create(
-            name: str, machine_type: str, skipped: tuple[str, ...]
-        ) -> ProvisionResult | None:
-            return await self._create(
-                owner=owner,
-                template=template,
-                deletion_policy=deletion_policy,
-                name=name,
-                machine_type=machine_type,
-                skipped=skipped,
-            )
-
         return await ensure_node_group(
+            self,
             owner=owner,
-            instance_types=template.instance_types,
+            template=template,
+            deletion_policy=deletion_policy,
             where=f"gke/{self.parent}",
-            find=find,
-            state_of=_candidate_state,
-            delete=delete,
-            create=create,
-            log_adopted=self._log_adopted,
         )
 
-    def _log_adopted(self, name: str, machine_type: str) -> None:
-        self._log("gke node pool adopted", name=name, machine_type=machine_type)
+    async def find_candidates(
+        self, names: Sequence[str], *, owner: Owner
+    ) -> dict[str, container_v1.NodePool]:
+        """Return the node pools among ``names`` that exist; OwnershipConflict if not ours."""
+        listed = {pool.name: pool for pool in await self._list()}
+        existing = {name: listed[name] for name in names if name in listed}
+        for name, pool in existing.items():
+            self._check_owner(pool, name=name, owner=owner)
+        return existing
 
-    async def _create(
-        self,
-        *,
-        owner: Owner,
-        template: NodeGroupTemplate,
-        deletion_policy: DeletionPolicyTag,
-        name: str,
-        machine_type: str,
-        skipped: tuple[str, ...],
-    ) -> ProvisionResult | None:
+    async def candidate_state(
+        self, name: str, found: container_v1.NodePool, *, owner: Owner
+    ) -> CandidateState | None:
+        """Return the walk's view of one of our node pools; None while it is being deleted.
+
+        Only a pool in ERROR never served; one that runs but cannot grow (RUNNING_WITH_ERROR)
+        keeps its nodes, as on EKS (DEGRADED).
+        """
+        if found.status == PoolStatus.STOPPING:
+            return None
+        return CandidateState(
+            status=PoolStatus(found.status).name,
+            insufficient_capacity=found.status in FAILED_STATUSES
+            and _pool_insufficient_capacity(found),
+            never_served=found.status == PoolStatus.ERROR,
+        )
+
+    def log_adopted(self, name: str, instance_type: str) -> None:
+        """Log a node pool the walk adopted."""
+        self._log("gke node pool adopted", name=name, machine_type=instance_type)
+
+    async def create_candidate(self, attempt: CreateAttempt) -> ProvisionResult | None:
         """Create one node pool; None when GKE answered insufficient capacity (sync or async)."""
+        owner, name, machine_type = attempt.owner, attempt.name, attempt.instance_type
         request = create_node_pool_request(
             parent=self.parent,
             name=name,
             machine_type=machine_type,
-            template=template,
-            resource_labels=labels_from_tags(owner.tags(deletion_policy=deletion_policy)),
+            template=attempt.template,
+            resource_labels=labels_from_tags(attempt.tags),
         )
         try:
             operation = await call_google(
@@ -376,7 +359,7 @@ class GkeNodePoolProvisioner:
                 created=False,
                 adopted=True,
                 status=PoolStatus(found.status).name,
-                skipped_types=skipped,
+                skipped_types=attempt.skipped,
                 create_calls=1,
             )
         operation = await self._wait(operation)
@@ -400,7 +383,7 @@ class GkeNodePoolProvisioner:
             created=True,
             adopted=False,
             status=status,
-            skipped_types=skipped,
+            skipped_types=attempt.skipped,
             create_calls=1,
         )
 
