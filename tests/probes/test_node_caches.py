@@ -68,10 +68,10 @@ async def test_shared_cache_stops_with_its_last_user(
         first = registry.acquire(cluster="aws", api=api, labels=labels)
         second = registry.acquire(cluster="aws", api=api, labels=labels)
         other = registry.acquire(cluster="gcp", api=api, labels=labels)
-        assert first is second and first is not other
+        assert first.cache is second.cache and first.cache is not other.cache
         assert registry.active() == {
-            ("aws", f"eks.amazonaws.com/nodegroup={group}"): 2,
-            ("gcp", f"eks.amazonaws.com/nodegroup={group}"): 1,
+            ("aws", "eks.amazonaws.com/nodegroup"): 2,
+            ("gcp", "eks.amazonaws.com/nodegroup"): 1,
         }
         await client.CoreV1Api(api).create_node(
             client.V1Node(metadata=client.V1ObjectMeta(name=f"{group}-n", labels=labels))
@@ -79,14 +79,54 @@ async def test_shared_cache_stops_with_its_last_user(
         summary = await first.wait_until(lambda s: s.total == 1, timeout_s=WAIT_S)
         assert summary.ready == 0
 
-        task = first._task
+        task = first.cache._task
         await registry.release(cluster="aws", labels=labels)
         assert task is not None and not task.done()
         await registry.release(cluster="aws", labels=labels)
-        assert task.done() and first._task is None
+        assert task.done() and first.cache._task is None
         await registry.release(cluster="aws", labels=labels)  # releasing twice is harmless
 
-        other_task = other._task
+        other_task = other.cache._task
         await registry.close()
         assert other_task is not None and other_task.done()
         assert registry.active() == {}
+
+
+async def test_node_groups_of_one_cluster_share_one_watch_and_count_apart(
+    cloud_clusters: dict[str, TestCluster],
+) -> None:
+    run = uuid.uuid4().hex[:6]
+    label = "cloud.google.com/gke-nodepool"
+    groups = {f"a-{run}": 2, f"b-{run}": 1}
+    api = await cloud_clusters["gcp"].async_api_client()
+    async with api:
+        registry = NodeCacheRegistry()
+        views = {g: registry.acquire(cluster="gcp", api=api, labels={label: g}) for g in groups}
+        view_a, view_b = views.values()
+        assert view_a.cache is view_b.cache
+        assert registry.active() == {("gcp", label): 2}
+        core = client.CoreV1Api(api)
+        for group, count in groups.items():
+            for index in range(count):
+                await core.create_node(
+                    client.V1Node(
+                        metadata=client.V1ObjectMeta(name=f"{group}-{index}", labels={label: group})
+                    )
+                )
+        for group, count in groups.items():
+            summary = await views[group].wait_until(
+                lambda s, n=count: s.total == n, timeout_s=WAIT_S
+            )
+            assert summary.total == count
+
+        # A Node relabelled into the other group moves between the two counts.
+        await core.patch_node(f"a-{run}-1", {"metadata": {"labels": {label: f"b-{run}"}}})
+        moved = await view_b.wait_until(lambda s: s.total == 2, timeout_s=WAIT_S)
+        assert moved.total == 2
+        assert view_a.summary().total == 1
+
+        await core.delete_node(f"a-{run}-0")
+        emptied = await view_a.wait_until(lambda s: s.total == 0, timeout_s=WAIT_S)
+        assert emptied.total == 0
+        assert view_b.observe(placement="standby").total_nodes == 2
+        await registry.close()

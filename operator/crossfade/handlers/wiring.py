@@ -30,8 +30,7 @@ from crossfade.handlers.reconcile import PoolRuntime
 from crossfade.probes.breaker import BreakerRegistry
 from crossfade.probes.cloud import CloudProbe
 from crossfade.probes.inference import InferenceProbeConfig, probe_inference
-from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
-from crossfade.probes.nodes import NodeCache
+from crossfade.probes.node_caches import NodeCacheRegistry, NodeGroupView, node_labels_for
 from crossfade.probes.scheduler import ProbeSpec
 from crossfade.probes.secret_headers import SecretHeaders, load_secret_headers
 from crossfade.probes.specs import inference_spec
@@ -135,14 +134,14 @@ class NodeObserver:
         self._wire = placement
         self._namespace = namespace
         self._clients = clients
-        self._cache: NodeCache | None = None
+        self._cache: NodeGroupView | None = None
         self._cluster_key = ""
         self._labels: dict[str, str] = {}
         # Templated placements: the node group crossfade created (None while none exists).
         self._node_group = node_group
         self._watched_group: str | None = None
 
-    async def _start(self) -> NodeCache:
+    async def _start(self) -> NodeGroupView:
         ref = self._wire.get("clusterRef") or None
         if ref:
             key = str(ref.get("key") or KUBECONFIG_SECRET_KEY)

@@ -1,18 +1,24 @@
-"""Shared node caches: one watch per (cluster, selector), reference-counted across pools.
+"""Shared node caches: one watch per (cluster, node-group label), reference-counted.
 
-Pools that name the same node group share one watch; the last pool to let go stops it, so
-deleting or editing pools never leaves a watch running. Also maps a placement's provider
-onto the labels its cloud puts on the nodes it launches.
+Every placement whose nodes a cluster labels with the same key (``eks.amazonaws.com/
+nodegroup``, ``cloud.google.com/gke-nodepool``, ...) shares one watch of the Nodes carrying
+that key, and reads its own group through a ``NodeGroupView``: 1000 pools on one EKS
+cluster hold one watch, not 1000 (each watch is a TLS connection with a 256 KiB asyncio read
+buffer, the largest per-pool cost the memory profile found, bench/results/memory.md). The
+last placement to let go stops the watch, so deleting or editing pools never leaves one
+running. Also maps a placement's provider onto the labels its cloud puts on its nodes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubernetes_asyncio import client
 
 from crossfade.api import Provider, ProviderType
-from crossfade.probes.nodes import DEFAULT_WATCH_TIMEOUT_S, NodeCache, label_selector
+from crossfade.engine.observations import NodeObservation
+from crossfade.probes.nodes import DEFAULT_WATCH_TIMEOUT_S, NodeCache, NodeSummary, label_selector
 
 EKS_NODEGROUP_LABEL = "eks.amazonaws.com/nodegroup"
 GKE_NODEPOOL_LABEL = "cloud.google.com/gke-nodepool"
@@ -39,26 +45,73 @@ class _Entry:
     users: int
 
 
+@dataclass(frozen=True, slots=True)
+class NodeGroupView:
+    """One node group's Nodes as seen by a shared cache (``group`` None: all its Nodes)."""
+
+    cache: NodeCache
+    group: str | None
+
+    @property
+    def synced(self) -> bool:
+        return self.cache.synced
+
+    @property
+    def selector(self) -> str:
+        return self.cache.selector
+
+    def summary(self, *, now: float | None = None) -> NodeSummary:
+        return self.cache.summary(now=now, group=self.group)
+
+    def observe(self, *, placement: str) -> NodeObservation:
+        return self.cache.observe(placement=placement, group=self.group)
+
+    async def wait_until(
+        self, predicate: Callable[[NodeSummary], bool], *, timeout_s: float
+    ) -> NodeSummary:
+        return await self.cache.wait_until(predicate, timeout_s=timeout_s, group=self.group)
+
+
+def _watch_of(labels: dict[str, str]) -> tuple[str, str, str | None]:
+    """(selector of the shared watch, label it groups by, this group's value).
+
+    One label (every provider's case): watch the label's key, group by it. Otherwise the
+    exact selector, ungrouped.
+    """
+    if len(labels) == 1:
+        ((key, value),) = labels.items()
+        return key, key, value
+    return label_selector(labels), "", None
+
+
 class NodeCacheRegistry:
-    """Hands out started NodeCaches and stops each when its last user releases it."""
+    """Hands out views of started NodeCaches; stops each cache when its last user lets go."""
 
     def __init__(self, *, watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S) -> None:
         self._watch_timeout_s = watch_timeout_s
         self._entries: dict[tuple[str, str], _Entry] = {}
 
-    def acquire(self, *, cluster: str, api: client.ApiClient, labels: dict[str, str]) -> NodeCache:
-        """A running cache of the Nodes matching ``labels`` in ``cluster`` (a stable key)."""
-        key = (cluster, label_selector(labels))
+    def acquire(
+        self, *, cluster: str, api: client.ApiClient, labels: dict[str, str]
+    ) -> NodeGroupView:
+        """The Nodes matching ``labels`` in ``cluster`` (a stable key), from a running cache."""
+        selector, group_label, group = _watch_of(labels)
+        key = (cluster, selector)
         entry = self._entries.get(key)
         if entry is None:
-            cache = NodeCache(api, selector=key[1], watch_timeout_s=self._watch_timeout_s)
+            cache = NodeCache(
+                api,
+                selector=selector,
+                watch_timeout_s=self._watch_timeout_s,
+                group_label=group_label,
+            )
             cache.start()
             entry = self._entries[key] = _Entry(cache=cache, users=0)
         entry.users += 1
-        return entry.cache
+        return NodeGroupView(cache=entry.cache, group=group)
 
     async def release(self, *, cluster: str, labels: dict[str, str]) -> None:
-        key = (cluster, label_selector(labels))
+        key = (cluster, _watch_of(labels)[0])
         entry = self._entries.get(key)
         if entry is None:
             return

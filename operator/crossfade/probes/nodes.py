@@ -4,6 +4,12 @@ List once, then watch from the list's resourceVersion (with bookmarks); a watch 
 is resumed from the last resourceVersion seen, and one that expired (410 Gone) is replaced
 by a fresh list. Only the few facts the engine needs are kept per Node, so a cache of a
 large node group stays small, and reading it costs no API call.
+
+With ``group_label`` one cache serves every node group of a cluster: it watches the Nodes
+carrying that label (an existence selector) and keeps each Node's label value, and
+``summary(group=...)`` counts one group's Nodes. One watch per cluster instead of one per
+node group matters at scale: each watch holds a TLS connection, and asyncio gives every TLS
+connection a 256 KiB read buffer.
 """
 
 from __future__ import annotations
@@ -145,8 +151,18 @@ def label_selector(labels: Mapping[str, str]) -> str:
     return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
+def node_group_of(node: Mapping[str, Any], label: str) -> str:
+    """The value of ``label`` on a Node as the API serves it ("" without it)."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return str(labels.get(label) or "")
+
+
 class NodeCache:
-    """Keeps the facts of the Nodes matching ``selector`` current; ``start()``, then read."""
+    """Keeps the facts of the Nodes matching ``selector`` current; ``start()``, then read.
+
+    ``group_label``: also remember each Node's value of that label, so that ``summary`` and
+    ``observe`` can count the Nodes of one group (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -155,8 +171,12 @@ class NodeCache:
         selector: str,
         watch_timeout_s: int = DEFAULT_WATCH_TIMEOUT_S,
         wall_clock: Callable[[], float] = time.time,
+        group_label: str = "",
     ) -> None:
         self.selector = selector
+        self.group_label = group_label
+        self._groups: dict[str, str] = {}  # Node name -> its group_label value
+        self._members: dict[str, set[str]] = {}  # group_label value -> Node names
         self.lists = 0
         self.watches = 0
         self._core = client.CoreV1Api(api)
@@ -190,24 +210,32 @@ class NodeCache:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def summary(self, *, now: float | None = None) -> NodeSummary:
+    def summary(self, *, now: float | None = None, group: str | None = None) -> NodeSummary:
+        """Counts over the cached Nodes; with ``group``, over that group's Nodes only."""
         if not self.synced:
             raise NodeCacheNotSyncedError(self.selector)
-        return summarize(self._nodes.values(), now=self._wall_clock() if now is None else now)
+        facts: Iterable[NodeFacts] = self._nodes.values()
+        if group is not None:
+            facts = [self._nodes[name] for name in self._members.get(group, ())]
+        return summarize(facts, now=self._wall_clock() if now is None else now)
 
-    def observe(self, *, placement: str) -> NodeObservation:
+    def observe(self, *, placement: str, group: str | None = None) -> NodeObservation:
         """The current summary as the engine's observation (raises if not synced yet)."""
         at = self._wall_clock()
-        return self.summary(now=at).to_observation(placement=placement, at=at)
+        return self.summary(now=at, group=group).to_observation(placement=placement, at=at)
 
     async def wait_until(
-        self, predicate: Callable[[NodeSummary], bool], *, timeout_s: float
+        self,
+        predicate: Callable[[NodeSummary], bool],
+        *,
+        timeout_s: float,
+        group: str | None = None,
     ) -> NodeSummary:
         """Wait (event-driven, no polling) until the summary satisfies ``predicate``."""
         async with asyncio.timeout(timeout_s), self._changed:
             while True:
                 if self.synced:
-                    summary = self.summary()
+                    summary = self.summary(group=group)
                     if predicate(summary):
                         return summary
                 await self._changed.wait()
@@ -240,11 +268,9 @@ class NodeCache:
         finally:
             response.release()
         self.lists += 1
-        nodes = {}
+        self._nodes, self._groups, self._members = {}, {}, {}
         for item in body.get("items") or ():
-            facts = node_facts(item)
-            nodes[facts.name] = facts
-        self._nodes = nodes
+            self._put(node_facts(item), item)
         self._synced.set()
         await self._notify()
         return str(body["metadata"]["resourceVersion"])
@@ -287,11 +313,32 @@ class NodeCache:
             return new_version
         facts = node_facts(obj)
         if kind == "DELETED":
-            self._nodes.pop(facts.name, None)
+            self._drop(facts.name)
         elif kind in ("ADDED", "MODIFIED"):
-            self._nodes[facts.name] = facts
+            self._put(facts, obj)
         await self._notify()
         return new_version
+
+    def _put(self, facts: NodeFacts, node: Mapping[str, Any]) -> None:
+        self._nodes[facts.name] = facts
+        if not self.group_label:
+            return
+        group = node_group_of(node, self.group_label)
+        previous = self._groups.get(facts.name)
+        if previous != group:
+            if previous is not None:
+                self._members.get(previous, set()).discard(facts.name)
+            self._groups[facts.name] = group
+            self._members.setdefault(group, set()).add(facts.name)
+
+    def _drop(self, name: str) -> None:
+        self._nodes.pop(name, None)
+        group = self._groups.pop(name, None)
+        if group is not None:
+            members = self._members.get(group, set())
+            members.discard(name)
+            if not members:
+                self._members.pop(group, None)
 
     async def _notify(self) -> None:
         async with self._changed:
