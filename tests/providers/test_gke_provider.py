@@ -273,3 +273,33 @@ async def test_refused_credentials_are_permission_denied_not_an_sdk_error(
         await gke.describe()
     assert denied.value.code == "CredentialsRefreshFailed"
     assert "invalid_grant" in denied.value.message
+
+
+async def test_registry_built_providers_share_one_client_and_outlive_a_siblings_close(
+    server: GKEServer, state: GKEState
+) -> None:
+    """One client per process, not per placement (memory per pool); a pool's close keeps it."""
+    from crossfade.providers import gke as gke_module
+    from crossfade.providers.registry import ProviderContext
+
+    context = ProviderContext(gke_endpoint=server.endpoint, gke_credentials=AnonymousCredentials())
+
+    def placement(ref: GKENodePoolRef) -> dict[str, object]:
+        member = {
+            "project": ref.project,
+            "location": ref.location,
+            "cluster": ref.cluster,
+            "nodePool": ref.node_pool,
+        }
+        return {"name": ref.node_pool, "provider": {"type": "GKENodePool", "gkeNodePool": member}}
+
+    fixed = gke_module.build(placement(FIXED), context)
+    autoscaled = gke_module.build(placement(AUTOSCALED), context)
+    assert fixed._client is autoscaled._client
+    assert fixed._client is gke_module.shared_client(
+        endpoint=server.endpoint, credentials=context.gke_credentials
+    )
+    await fixed.aclose()
+    described = await autoscaled.describe()
+    assert described.status == "RUNNING"
+    assert [request.path for request in state.requests][-1].endswith("/nodePools/l4-auto")

@@ -155,9 +155,12 @@ class GKENodePoolProvider:
         poll_interval_s: float = OPERATION_POLL_INTERVAL_S,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        owns_client: bool = True,
     ) -> None:
         self.ref = ref
         self._client = client
+        # False for the process's shared client (``shared_client``): other placements use it.
+        self._owns_client = owns_client
         self._max_nodes = max_nodes
         self._operation_wait_s = operation_wait_s
         self._poll_interval_s = poll_interval_s
@@ -182,8 +185,9 @@ class GKENodePoolProvider:
             self._requested_total = total
 
     async def aclose(self) -> None:
-        """Close the client's HTTP session."""
-        await asyncio.to_thread(self._client.transport.close)
+        """Close the client's HTTP session, unless the client is the process's shared one."""
+        if self._owns_client:
+            await asyncio.to_thread(self._client.transport.close)
 
     async def _call(self, what: str, call: Callable[[], T]) -> T:
         return await call_google(what, call)
@@ -386,6 +390,28 @@ def make_client(*, endpoint: str | None = None, credentials: Any = None) -> Any:
     )
 
 
+# (endpoint, credentials) -> the process's client for them; see ``shared_client``.
+_SHARED_CLIENTS: dict[tuple[str | None, Any], Any] = {}
+
+
+def shared_client(*, endpoint: str | None = None, credentials: Any = None) -> Any:
+    """The process's ``ClusterManagerClient`` for this endpoint and credentials.
+
+    One client serves every GKE placement of the operator, as one boto3 client per service
+    serves every EKS placement: a client per placement cost ~75 KiB of Python objects each
+    (its wrapped methods, a requests session and its connection pool), per pool. The REST
+    transport is requests over urllib3, whose connection pool is thread-safe, so the
+    ``asyncio.to_thread`` calls of many placements may share it. Credentials are compared by
+    identity (a ``ProviderContext`` keeps one object). A client that cannot be built (no
+    ADC) is not remembered: the next placement tries again.
+    """
+    key = (endpoint, credentials)
+    client = _SHARED_CLIENTS.get(key)
+    if client is None:
+        client = _SHARED_CLIENTS[key] = make_client(endpoint=endpoint, credentials=credentials)
+    return client
+
+
 def build(placement: Mapping[str, Any], context: ProviderContext) -> GKENodePoolProvider:
     """Registry factory: the provider of one ``GKENodePool`` placement (wire form)."""
     member = placement_member(placement, PLACEMENT_MEMBER)
@@ -401,10 +427,12 @@ def build(placement: Mapping[str, Any], context: ProviderContext) -> GKENodePool
             f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} lacks {missing}"
         ) from None
     try:
-        gke_client = make_client(endpoint=context.gke_endpoint, credentials=context.gke_credentials)
+        gke_client = shared_client(
+            endpoint=context.gke_endpoint, credentials=context.gke_credentials
+        )
     except google_auth_exceptions.DefaultCredentialsError as error:
         raise PermissionDenied(
             f"{ref.name}: no Application Default Credentials ({error})", code="NoCredentials"
         ) from None
     max_nodes = int((placement.get("nodes") or {}).get("max") or DEFAULT_MAX_NODES)
-    return GKENodePoolProvider(ref=ref, client=gke_client, max_nodes=max_nodes)
+    return GKENodePoolProvider(ref=ref, client=gke_client, max_nodes=max_nodes, owns_client=False)
