@@ -27,15 +27,26 @@ KARPENTER_NODEPOOL_LABEL = "karpenter.sh/nodepool"
 
 
 def node_labels_for(provider: Provider) -> dict[str, str]:
-    """The labels the cloud sets on every node of this placement's node group."""
+    """The labels the cloud sets on every node of this placement's node group.
+
+    Raises ValueError when the provider names no node group: a templated placement may leave
+    the name out, and its observer passes the name of the node group crossfade created.
+    """
+    label, name = _node_group_label(provider)
+    if name is None:
+        raise ValueError(f"provider {provider.type} names no node group")
+    return {label: name}
+
+
+def _node_group_label(provider: Provider) -> tuple[str, str | None]:
     if provider.type is ProviderType.EKS_NODE_GROUP and provider.eks_node_group:
-        return {EKS_NODEGROUP_LABEL: provider.eks_node_group.nodegroup}
+        return EKS_NODEGROUP_LABEL, provider.eks_node_group.nodegroup
     if provider.type is ProviderType.GKE_NODE_POOL and provider.gke_node_pool:
-        return {GKE_NODEPOOL_LABEL: provider.gke_node_pool.node_pool}
+        return GKE_NODEPOOL_LABEL, provider.gke_node_pool.node_pool
     if provider.type is ProviderType.CLUSTER_API and provider.cluster_api:
-        return {CAPI_DEPLOYMENT_LABEL: provider.cluster_api.machine_deployment}
+        return CAPI_DEPLOYMENT_LABEL, provider.cluster_api.machine_deployment
     if provider.type is ProviderType.KARPENTER_NODE_POOL and provider.karpenter_node_pool:
-        return {KARPENTER_NODEPOOL_LABEL: provider.karpenter_node_pool.node_pool}
+        return KARPENTER_NODEPOOL_LABEL, provider.karpenter_node_pool.node_pool
     raise ValueError(f"provider {provider.type} has no {provider.type} member set")
 
 
