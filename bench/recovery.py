@@ -316,24 +316,57 @@ def load_average() -> dict[str, float]:
     return {"1m": one, "5m": five, "15m": fifteen}
 
 
-EXPLANATION_MD = """\
-Why an earlier table showed a first shift at 3.35 s with 5 s probes (faster than 3 probes 5 s
-apart can fail): that table was measured at commit 06ce713, when the pool loop called the
-inference probe inline, once per pass. The bench world starts the operator with
-`--period 1` (`WorldKnobs.operator_period_s`, default 1.0), which overrides every pool's pass
-period, so the endpoint was probed every second whatever `healthCheck.inference.periodSeconds`
-said: the "5 s" rows were 1 s probes. The failure threshold itself was applied (the engine
-counts consecutive failed results; `engine/health.py`, reason `ProbeFailures`). Since 96b5627
-the inference probes run on the process's ProbeScheduler at `periodSeconds`, independent of
-the pass period, and the 5 s and 10 s rows above come out above 2 x period (three failed
-probes need at least two periods after the first). Evidence for the old figure: its operator
-log shows each endpoint-only Failover about 13.4 s after the preceding Failback (19:17:07.247 ->
-19:17:20.735), i.e. the bench's 10 s settle sleep plus ~3.3 s, three 1 s passes. Runs from
-2f1aba4 on also store `probes_on_broken_endpoint_before_first_shift` (4th raw field; no traffic
-runs in this world, so each request is a probe). The NotReady rows are
-below period x threshold by design: Nodes NotReady make a placement Unhealthy at once, with no
-probe threshold (docs/failure-modes.md, weights reason `NoReadyCapacity`).
+METHOD_MD = """\
+Method (since 4fcf3e8). Before each outage the bench waits until the pool's status shows
+every placement Healthy and the standby's 3 nodes Ready (`settled`), then a random time
+within one probe period, so onsets fall uniformly across the probe schedule (before, a
+fixed 2-period sleep; and the first outage of a world could start before the operator's
+first decision). The standby is kept warm for the whole demand (`warmStandbyNodes: 3`,
+3 x 4 L4 = demand; the quickstart keeps 1), so the runs time detection and stepping, not
+a standby boot: with 1 node the first step is capped at 33% and the rest waits ~4 s for
+booted nodes. `failbackDelaySeconds` is the API minimum, period x 3 + 1 s (it must exceed
+the detection window), so the wait for the primary to take its traffic back, which is not
+measured, cannot be cut further. The flap guard (maxFailoversPerHour 60, the API maximum)
+holds a failback once 58 transitions happened within an hour, so every 28 outages run in a
+fresh world. Settings can run at once in separate processes, each with its own sandbox
+(`BENCH_RECOVERY_PART`, `BENCH_OUTAGE_KINDS`, joined by `--merge`); the load average was
+sampled every 30 s during the run (`load.log` in the work directory, summarised below).
+
+Engine and handler changes measured here: a failing or changed probe result wakes the
+pool's pass at once (70964e0; before, the pass that saw the third failed probe came up to
+one pass period later); a Failover step is due after 0.75 of a probe period (2ca82cd;
+probe results arrive on a schedule jittered by +-10%, and a result that came early found
+the step not yet due, so the second 50% step waited up to one more period).
+
+The 3.35 s first shift once shown for "5 s" probes (commit 06ce713) was a bench artefact:
+the probe then ran inline once per pass and the bench world runs the operator with
+`--period 1`, so those were 1 s probes. Since 96b5627 inference probes run on the process's
+ProbeScheduler at `periodSeconds`. The 4th raw field is how many requests the broken
+endpoint received between onset and the first shift (no traffic runs in this world, so each
+is a probe). The NotReady rows are below period x threshold by design: Nodes NotReady make
+a placement Unhealthy at once, with no probe threshold (docs/failure-modes.md, weights
+reason `NoReadyCapacity`).
 """
+
+
+def load_log_summary(path: Path) -> dict[str, float] | None:
+    """Min/median/max of the 1-minute load average in a ``HH:MM:SS one five fifteen`` log."""
+    if not path.exists():
+        return None
+    samples = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 4 and ":" in fields[0]:
+            samples.append(float(fields[1]))
+    if not samples:
+        return None
+    stats = spread(samples)
+    return {
+        "samples": len(samples),
+        "min": stats["min"],
+        "median": stats["median"],
+        "max": stats["max"],
+    }
 
 
 def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked: int) -> str:
@@ -353,12 +386,20 @@ def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked
         )
         + f" on {cpus} CPUs.",
     ]
-    if peak > cpus:
+    summary = load_log_summary(WORKDIR / "load.log")
+    if summary is not None:
+        lines.append(
+            f"Load average (1 m) sampled every 30 s during the run: min {summary['min']:.1f}, "
+            f"median {summary['median']:.1f}, max {summary['max']:.1f} "
+            f"({summary['samples']:.0f} samples) on {cpus} CPUs."
+        )
+    if peak > cpus or (summary is not None and summary["median"] > cpus):
         lines.append(
             "These figures were taken on a contended machine (load above the CPU count, other "
-            "test runs alongside); expect them to be slower and noisier than on an idle one."
+            "benches and test runs alongside); expect them to be slower and noisier than on an "
+            "idle one."
         )
-    return "\n".join(lines) + "\n\n" + EXPLANATION_MD
+    return "\n".join(lines) + "\n\n" + METHOD_MD
 
 
 def write(
@@ -381,6 +422,7 @@ def write(
                 "probes_on_broken_endpoint_before_first_shift",
             ],
             "load_average": dict(loads),
+            "load_during_run": load_log_summary(WORKDIR / "load.log"),
             "runs_asked_per_kind": RUNS_PER_PERIOD,
             "budget_s": budget_s,
         },
@@ -398,7 +440,12 @@ def merge_parts() -> Path:
         raw.update(stored["raw_runs_s"])
         loads.update(stored["load_average"])
         budget_s = max(budget_s, stored["budget_s"])
-    ordered = dict(sorted(raw.items(), key=lambda item: (int(item[0].split("s/")[0]), item[0])))
+
+    def setting(key: str) -> tuple[int, int]:
+        period, kind = key.split("/", 1)
+        return int(period.rstrip("s")), OUTAGE_KINDS.index(kind)
+
+    ordered = {key: raw[key] for key in sorted(raw, key=setting)}
     return write(ordered, loads, budget_s=budget_s)
 
 
