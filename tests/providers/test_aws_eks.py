@@ -11,6 +11,7 @@ from crossfade.providers.aws_api import RETRY_ATTEMPTS, AwsClients, RetryPolicy
 from crossfade.providers.aws_eks import (
     DESCRIBE_BUDGET_SHARE,
     DESCRIBE_CACHE_TTL_S,
+    SETTLING_BUDGET_SHARE,
     SETTLING_CACHE_TTL_S,
     STALE_INTERVALS,
     AwsProviderContext,
@@ -174,6 +175,34 @@ async def test_placements_sharing_a_bucket_describe_at_their_fair_share(
     assert len(fault_proxy.requests("DescribeNodegroup")) == minutes * 60 // interval_s
     del providers[1:]
     assert providers[0].steady_interval_s() == DESCRIBE_CACHE_TTL_S
+
+
+async def test_settling_placements_describe_at_their_share_of_the_bucket(
+    fault_proxy: FaultProxy, eks_nodegroup: EksNodeGroupRef, clock: FakeClock
+) -> None:
+    rate_per_s, placements, scaled = 1.0, 100, 8
+    context = AwsProviderContext(
+        limiters=RateLimiters({"eks": BucketSpec(rate_per_s=rate_per_s, burst=5)}, clock=clock),
+        endpoint_url=fault_proxy.url,
+        clock=clock,
+        clients=AwsClients(),
+    )
+    placement = {"provider": {"type": "EKSNodeGroup", "eksNodeGroup": _ng(eks_nodegroup)}}
+    providers = [build_eks_provider(placement, context) for _ in range(placements)]
+    for index, provider in enumerate(providers[:scaled]):
+        await provider.scale(desired=3 + index, token=f"scale-{index}")
+        clock.advance(5)  # the bucket refills between the scale calls
+    settling = providers[0]
+    interval_s = scaled / (rate_per_s * SETTLING_BUDGET_SHARE)
+    assert SETTLING_CACHE_TTL_S < settling.settling_interval_s() == interval_s
+    assert interval_s < settling.steady_interval_s()
+    before = len(fault_proxy.requests("DescribeNodegroup"))
+    period_s, window_s = 10, 240  # inside the settle window of every scale-up above
+    for _ in range(window_s // period_s):
+        await settling.describe()
+        clock.advance(period_s)
+    described = len(fault_proxy.requests("DescribeNodegroup")) - before
+    assert described == -(-window_s // (period_s * -(-interval_s // period_s)))
 
 
 async def test_missing_nodegroup_is_not_found_and_not_retried(

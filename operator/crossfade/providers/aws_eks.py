@@ -55,6 +55,9 @@ SETTLING_CACHE_TTL_S = 10.0
 SETTLE_WINDOW_S = 300.0
 # Share of the EKS bucket the steady-state describes of all placements may use together.
 DESCRIBE_BUDGET_SHARE = 0.5
+# Share the faster describes of settling placements (a scale-up of theirs still settling)
+# may use together on top; the rest of the bucket stays free for scale calls.
+SETTLING_BUDGET_SHARE = 0.3
 # A refresh refused by crossfade's own bucket answers from a cache younger than this many
 # describe intervals; older than that the refusal is reported (Throttled).
 STALE_INTERVALS = 3.0
@@ -187,6 +190,7 @@ class EksNodeGroupProvider:
         clock: Clock = time.time,
         cache_ttl_s: float = DESCRIBE_CACHE_TTL_S,
         fair_interval_s: Callable[[], float] | None = None,
+        settling_interval_s: Callable[[], float] | None = None,
     ) -> None:
         self.ref = ref
         self._eks = eks
@@ -195,6 +199,8 @@ class EksNodeGroupProvider:
         self._cache_ttl_s = cache_ttl_s
         # The fair share of the shared describe budget (AwsProviderContext), if any.
         self._fair_interval_s = fair_interval_s
+        # The share of settling placements (AwsProviderContext), if any.
+        self._settling_share_s = settling_interval_s
         self._cached: NodeGroupState | None = None
         self._cached_at = 0.0
         self._tracking = _Tracking()
@@ -203,7 +209,8 @@ class EksNodeGroupProvider:
     def name(self) -> str:
         return f"eks/{self.ref.region}/{self.ref.cluster}/{self.ref.nodegroup}"
 
-    def _settling(self, now: float) -> bool:
+    def settling(self, now: float) -> bool:
+        """Whether a scale-up this provider made is still settling (SETTLE_WINDOW_S)."""
         scaled_at = self._tracking.scaled_at
         return scaled_at is not None and now - scaled_at < SETTLE_WINDOW_S
 
@@ -212,11 +219,21 @@ class EksNodeGroupProvider:
         fair = self._fair_interval_s() if self._fair_interval_s is not None else 0.0
         return max(self._cache_ttl_s, fair)
 
+    def settling_interval_s(self) -> float:
+        """The describe interval while settling: SETTLING_CACHE_TTL_S, or the settling
+        placements' fair share of SETTLING_BUDGET_SHARE if longer; never above steady.
+
+        Without the share, 100 placements scaled at once asked 10 describes/s of a 5/s
+        bucket for the whole settle window, and most were refused.
+        """
+        share = self._settling_share_s() if self._settling_share_s is not None else 0.0
+        return min(self.steady_interval_s(), max(SETTLING_CACHE_TTL_S, share))
+
     async def describe(self) -> NodeGroupState:
         """Return the node group's state (cached; see DESCRIBE_CACHE_TTL_S and the module doc)."""
         now = self._clock()
         steady_s = self.steady_interval_s()
-        ttl_s = SETTLING_CACHE_TTL_S if self._settling(now) else steady_s
+        ttl_s = self.settling_interval_s() if self.settling(now) else steady_s
         if self._cached is not None and now - self._cached_at < ttl_s:
             return self._cached
         try:
@@ -245,7 +262,7 @@ class EksNodeGroupProvider:
             for group in nodegroup.get("resources", {}).get("autoScalingGroups", [])
             if "name" in group
         )
-        if self._settling(now):
+        if self.settling(now):
             state = await self._with_settling_details(state)
         self._cached, self._cached_at = state, now
         return state
@@ -398,6 +415,13 @@ class AwsProviderContext:
         bucket = self.limiters.bucket("eks")
         return len(self.members) / (bucket.rate_per_s * DESCRIBE_BUDGET_SHARE)
 
+    def settling_describe_interval_s(self) -> float:
+        """Seconds between settling describes per settling placement that fit their share."""
+        bucket = self.limiters.bucket("eks")
+        now = self.clock()
+        settling = sum(1 for member in list(self.members) if member.settling(now))
+        return settling / (bucket.rate_per_s * SETTLING_BUDGET_SHARE)
+
 
 _PROCESS_AWS: list[AwsProviderContext] = []
 
@@ -435,6 +459,7 @@ def build_eks_provider(
         ),
         clock=context.clock,
         fair_interval_s=context.fair_describe_interval_s,
+        settling_interval_s=context.settling_describe_interval_s,
     )
     context.members.add(provider)
     return provider
