@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-import boto3
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster, upstream_crds
-from crossfade.testing.inference_server import FakeInferenceServer
-from crossfade.testing.node_simulator import NodeSimulator, SimulatedNodeGroup
 from tests.support.moto_server import aws_env, moto_server
 
-from .world import (
-    GCP_LOCATION,
-    GCP_PROJECT,
-    GKE_CLUSTER,
-    REGION,
-    SERVICES,
-    World,
-    create_eks_nodegroup,
-    gke_test_server,
-    http_route,
-    kubeconfig_secret,
-    pool_manifest,
-    service,
-)
+from .world import Endpoints, World, create_eks_nodegroup, pool_manifest, running_world
 
 __all__ = ["aws_env", "moto_server"]
 
@@ -79,94 +62,30 @@ async def world(
     simulators), and the pool reaches them through kubeconfig Secrets (clusterRef).
     """
     eks_cluster, nodegroup = create_eks_nodegroup(moto_server)
-    node_pool = f"gpu-{uuid.uuid4().hex[:6]}"
-    aws_server, gke_server = FakeInferenceServer(), FakeInferenceServer()
-    aws_url, gke_url = await aws_server.start(), await gke_server.start()
-    with gke_test_server() as gke:
-        full_name = (
-            f"projects/{GCP_PROJECT}/locations/{GCP_LOCATION}/clusters/{GKE_CLUSTER}"
-            f"/nodePools/{node_pool}"
-        )
-        gke.state.add_pool(full_name, node_count=0)
-        e2e_crds.apply_manifest(
-            [
-                service(SERVICES["aws"], namespace),
-                service(SERVICES["gke"], namespace),
-                http_route(namespace, aws_weight=100, gke_weight=0),
-            ],
-            namespace=namespace,
-        )
-        e2e_crds.apply_manifest(
-            [
-                kubeconfig_secret("aws-kubeconfig", namespace, cloud_clusters["aws"]),
-                kubeconfig_secret("gcp-kubeconfig", namespace, cloud_clusters["gcp"]),
-            ],
-            namespace=namespace,
-        )
-        w_eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_server)
 
-        async def eks_desired() -> int:
-            group = w_eks.describe_nodegroup(clusterName=eks_cluster, nodegroupName=nodegroup)
-            return int(group["nodegroup"]["scalingConfig"]["desiredSize"])
-
-        async def gke_desired() -> int:
-            return gke.state.node_count(full_name)
-
-        aws_api = await cloud_clusters["aws"].async_api_client()
-        gcp_api = await cloud_clusters["gcp"].async_api_client()
-        sims = [
-            NodeSimulator(
-                api=aws_api,
-                group=SimulatedNodeGroup.eks(nodegroup, accelerators_per_node=1, boot_delay_s=1.0),
-                desired_size=eks_desired,
-            ),
-            NodeSimulator(
-                api=gcp_api,
-                group=SimulatedNodeGroup.gke(node_pool, accelerators_per_node=1, boot_delay_s=2.0),
-                desired_size=gke_desired,
-            ),
-        ]
-        sim_stop = asyncio.Event()
-        sim_tasks = [asyncio.create_task(sim.run(period_s=0.5, stop=sim_stop)) for sim in sims]
-        e2e_crds.apply_manifest(
-            pool_manifest(
-                namespace,
-                aws_url=aws_url,
-                gke_url=gke_url,
-                cluster=eks_cluster,
-                nodegroup=nodegroup,
-                node_pool=node_pool,
-            ),
-            namespace=namespace,
-        )
-        w = World(
-            cluster=e2e_crds,
-            namespace=namespace,
-            moto_url=moto_server,
-            gke=gke,
-            aws_server=aws_server,
-            gke_server=gke_server,
-            eks_cluster=eks_cluster,
+    def pool(endpoints: Endpoints) -> dict[str, Any]:
+        return pool_manifest(
+            namespace,
+            aws_url=endpoints.aws_url,
+            gke_url=endpoints.gke_url,
+            cluster=eks_cluster,
             nodegroup=nodegroup,
-            node_pool_name=full_name,
-            tmp=tmp_path,
+            node_pool=endpoints.node_pool,
         )
-        try:
-            yield w
-        finally:
-            for op in w.operators:
-                op.stop()
-            sim_stop.set()
-            await asyncio.gather(*sim_tasks, return_exceptions=True)
-            await aws_api.close()
-            await gcp_api.close()
-            await aws_server.stop()
-            await gke_server.stop()
-            with contextlib.suppress(Exception):
-                print("\n--- pool status ---\n" + json.dumps(w.pool().get("status"), indent=1))
-                print("--- events ---\n" + "\n".join(map(str, w.events())))
-            for index, op in enumerate(w.operators):
-                print(f"\n--- operator {index} log tail ---\n{op.log_tail(60)}")
+
+    async with running_world(
+        cluster=e2e_crds,
+        cloud_clusters=cloud_clusters,
+        namespace=namespace,
+        moto_url=moto_server,
+        tmp=tmp_path,
+        eks_cluster=eks_cluster,
+        nodegroup=nodegroup,
+        primary="aws",
+        pool=pool,
+        gke_boot_delay_s=2.0,
+    ) as w:
+        yield w
 
 
 def results_rows(

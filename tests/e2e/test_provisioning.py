@@ -10,9 +10,6 @@ apiserver through a NodeSimulator that follows its (deterministic) name.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,27 +33,24 @@ from crossfade.providers.provisioning import (
 from crossfade.providers.registry import ProviderContext
 from crossfade.testing.aws_faults import FaultProxy
 from crossfade.testing.controlplane import TestCluster
-from crossfade.testing.inference_server import Behaviour, FakeInferenceServer
-from crossfade.testing.node_simulator import NodeSimulator, SimulatedNodeGroup
+from crossfade.testing.inference_server import Behaviour
 
 from .world import (
     ACCOUNT,
-    GCP_LOCATION,
-    GCP_PROJECT,
-    GKE_CLUSTER,
     GROUP,
     PLURAL,
     POOL_NAME,
     REGION,
-    SERVICES,
     VERSION,
+    Endpoints,
     World,
+    create_eks_cluster,
     eks_node_group_desired,
+    eks_placement,
     eventually,
-    gke_test_server,
-    http_route,
-    kubeconfig_secret,
-    service,
+    gke_placement,
+    pool_body,
+    running_world,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -65,84 +59,42 @@ TIMEOUT_S = 90.0
 REAPER_INTERVAL_S = 2
 
 
-def pool_manifest(
-    namespace: str, *, gke_url: str, aws_url: str, node_pool: str, eks_cluster: str
-) -> dict[str, Any]:
+def pool_manifest(namespace: str, *, endpoints: Endpoints, eks_cluster: str) -> dict[str, Any]:
     """GKE primary (2 nodes), EKS OnDemand standby from a template, deletionPolicy Delete."""
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "InferencePool",
-        "metadata": {"name": POOL_NAME, "namespace": namespace},
-        "spec": {
-            "placements": [
-                {
-                    "name": "gke",
-                    "priority": 100,
-                    "role": "Primary",
-                    "provider": {
-                        "type": "GKENodePool",
-                        "gkeNodePool": {
-                            "project": GCP_PROJECT,
-                            "location": GCP_LOCATION,
-                            "cluster": GKE_CLUSTER,
-                            "nodePool": node_pool,
-                        },
-                    },
-                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
-                    "nodes": {"min": 1, "max": 2},
-                    "clusterRef": {"name": "gcp-kubeconfig", "key": "value"},
-                    "backendRef": {"kind": "Service", "name": SERVICES["gke"], "port": 8000},
-                    "endpoint": {"url": gke_url},
-                },
-                standby_placement(aws_url=aws_url, eks_cluster=eks_cluster),
-            ],
-            "healthCheck": {
-                "inference": {
-                    "periodSeconds": 1,
-                    "timeoutSeconds": 1,
-                    "failureThreshold": 2,
-                    "successThreshold": 2,
-                    "initialDelaySeconds": 0,
-                },
-            },
-            "traffic": {
-                "mode": "ActivePassive",
-                "stepPercent": 50,
-                "gatewayAPI": {"httpRouteRef": {"name": "chat"}},
-            },
-            "failover": {
-                "automatic": True,
-                "tolerationSeconds": 0,
-                "failbackDelaySeconds": 600,
-                "warmStandbyNodes": 0,
-                "maxFailoversPerHour": 10,
-            },
-            "deletionPolicy": "Delete",
-        },
-    }
+    return pool_body(
+        namespace,
+        [
+            gke_placement(
+                priority=100,
+                role="Primary",
+                node_pool=endpoints.node_pool,
+                gke_url=endpoints.gke_url,
+                min_nodes=1,
+            ),
+            standby_placement(aws_url=endpoints.aws_url, eks_cluster=eks_cluster),
+        ],
+        failback_delay_s=600,
+        warm_standby_nodes=0,
+        deletion_policy="Delete",
+    )
 
 
 def standby_placement(*, aws_url: str, eks_cluster: str) -> dict[str, Any]:
-    return {
-        "name": "aws",
-        "priority": 50,
-        "role": "Standby",
-        "lifecycle": "OnDemand",
-        "provider": {
-            "type": "EKSNodeGroup",
-            "eksNodeGroup": {"region": REGION, "cluster": eks_cluster, "nodegroup": "unused"},
-        },
-        "template": {
-            "instanceTypes": ["g6.xlarge", "g5.xlarge"],
-            "subnets": ["subnet-a", "subnet-b"],
-            "nodeRole": f"arn:aws:iam::{ACCOUNT}:role/node",
-        },
-        "accelerator": {"type": "nvidia-l4", "perNode": 1},
-        "nodes": {"min": 0, "max": 2},
-        "clusterRef": {"name": "aws-kubeconfig", "key": "value"},
-        "backendRef": {"kind": "Service", "name": SERVICES["aws"], "port": 8000},
-        "endpoint": {"url": aws_url},
+    placement = eks_placement(
+        priority=50,
+        role="Standby",
+        cluster=eks_cluster,
+        nodegroup="unused",
+        aws_url=aws_url,
+        min_nodes=0,
+    )
+    placement["lifecycle"] = "OnDemand"
+    placement["template"] = {
+        "instanceTypes": ["g6.xlarge", "g5.xlarge"],
+        "subnets": ["subnet-a", "subnet-b"],
+        "nodeRole": f"arn:aws:iam::{ACCOUNT}:role/node",
     }
+    return placement
 
 
 @dataclass
@@ -154,10 +106,7 @@ class ProvisioningWorld:
 
     @property
     def created_name(self) -> str:
-        owner = Owner(
-            namespace=self.world.namespace, pool=POOL_NAME, placement="aws", pool_uid=self.uid
-        )
-        return node_group_name(owner, attempt=0)
+        return created_name(self.world.namespace, self.uid)
 
     def eks(self) -> Any:
         return boto3.client("eks", region_name=REGION, endpoint_url=self.world.moto_url)
@@ -188,6 +137,16 @@ class ProvisioningWorld:
         return True
 
 
+def created_name(namespace: str, pool_uid: str) -> str:
+    """The name of the standby's first candidate node group (the one created on failover)."""
+    owner = Owner(namespace=namespace, pool=POOL_NAME, placement="aws", pool_uid=pool_uid)
+    return node_group_name(owner, attempt=0)
+
+
+def pool_uid(world: World) -> str:
+    return str(world.pool()["metadata"]["uid"])
+
+
 @pytest.fixture
 async def provisioning_world(
     e2e_crds: TestCluster,
@@ -197,102 +156,32 @@ async def provisioning_world(
     aws_env: None,
     tmp_path: Path,
 ) -> AsyncIterator[ProvisioningWorld]:
-    eks_cluster = f"prod-{uuid.uuid4().hex[:8]}"
-    boto3.client("eks", region_name=REGION, endpoint_url=moto_server).create_cluster(
-        name=eks_cluster,
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/cluster",
-        resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
-    )
+    eks_cluster = create_eks_cluster(moto_server)
     proxy = FaultProxy(upstream=moto_server).start()
-    node_pool = f"gpu-{uuid.uuid4().hex[:6]}"
-    aws_server, gke_server = FakeInferenceServer(), FakeInferenceServer()
-    aws_url, gke_url = await aws_server.start(), await gke_server.start()
-    aws_api = await cloud_clusters["aws"].async_api_client()
-    gcp_api = await cloud_clusters["gcp"].async_api_client()
-    sim_stop = asyncio.Event()
-    sim_tasks: list[asyncio.Task[None]] = []
-    with gke_test_server() as gke:
-        full_name = (
-            f"projects/{GCP_PROJECT}/locations/{GCP_LOCATION}/clusters/{GKE_CLUSTER}"
-            f"/nodePools/{node_pool}"
-        )
-        gke.state.add_pool(full_name, node_count=2)
-        e2e_crds.apply_manifest(
-            [
-                service(SERVICES["aws"], namespace),
-                service(SERVICES["gke"], namespace),
-                http_route(namespace, aws_weight=0, gke_weight=100),
-                kubeconfig_secret("aws-kubeconfig", namespace, cloud_clusters["aws"]),
-                kubeconfig_secret("gcp-kubeconfig", namespace, cloud_clusters["gcp"]),
-            ],
-            namespace=namespace,
-        )
-        e2e_crds.apply_manifest(
-            [
-                pool_manifest(
-                    namespace,
-                    gke_url=gke_url,
-                    aws_url=aws_url,
-                    node_pool=node_pool,
-                    eks_cluster=eks_cluster,
-                )
-            ],
-            namespace=namespace,
-        )
-        world = World(
+    try:
+        async with running_world(
             cluster=e2e_crds,
+            cloud_clusters=cloud_clusters,
             namespace=namespace,
-            moto_url=proxy.url,
-            gke=gke,
-            aws_server=aws_server,
-            gke_server=gke_server,
+            moto_url=moto_server,
+            tmp=tmp_path,
             eks_cluster=eks_cluster,
             nodegroup="unused",
-            node_pool_name=full_name,
-            tmp=tmp_path,
-        )
-        pw = ProvisioningWorld(
-            world=world, proxy=proxy, eks_cluster=eks_cluster, uid=world.pool()["metadata"]["uid"]
-        )
-        created = pw.created_name
-
-        async def created_desired() -> int:
-            return await asyncio.to_thread(
-                eks_node_group_desired, moto_server, cluster=eks_cluster, name=created
+            primary="gke",
+            pool=lambda endpoints: pool_manifest(
+                namespace, endpoints=endpoints, eks_cluster=eks_cluster
+            ),
+            operator_moto_url=proxy.url,
+            simulated_nodegroup=lambda world: created_name(world.namespace, pool_uid(world)),
+        ) as world:
+            yield ProvisioningWorld(
+                world=world,
+                proxy=proxy,
+                eks_cluster=eks_cluster,
+                uid=pool_uid(world),
             )
-
-        async def gke_desired() -> int:
-            return gke.state.node_count(full_name)
-
-        sims = [
-            NodeSimulator(
-                api=aws_api,
-                group=SimulatedNodeGroup.eks(created, accelerators_per_node=1, boot_delay_s=1.0),
-                desired_size=created_desired,
-            ),
-            NodeSimulator(
-                api=gcp_api,
-                group=SimulatedNodeGroup.gke(node_pool, accelerators_per_node=1, boot_delay_s=1.0),
-                desired_size=gke_desired,
-            ),
-        ]
-        sim_tasks = [asyncio.create_task(sim.run(period_s=0.5, stop=sim_stop)) for sim in sims]
-        try:
-            yield pw
-        finally:
-            for op in world.operators:
-                op.stop()
-            sim_stop.set()
-            await asyncio.gather(*sim_tasks, return_exceptions=True)
-            await aws_api.close()
-            await gcp_api.close()
-            await aws_server.stop()
-            await gke_server.stop()
-            proxy.stop()
-            with contextlib.suppress(ApiException):
-                print("\n--- pool status ---\n" + json.dumps(world.pool().get("status"), indent=1))
-            for index, op in enumerate(world.operators):
-                print(f"\n--- operator {index} log tail ---\n{op.log_tail(80)}")
+    finally:
+        proxy.stop()
 
 
 async def leave_orphan(pw: ProvisioningWorld, moto_url: str) -> str:

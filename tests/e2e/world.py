@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -13,10 +14,10 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import boto3
 import yaml
@@ -25,6 +26,7 @@ from kubernetes import client
 from crossfade.testing.controlplane import REPO_ROOT, TestCluster, free_port
 from crossfade.testing.gke_server import GKEServer
 from crossfade.testing.inference_server import FakeInferenceServer
+from crossfade.testing.node_simulator import NodeSimulator, SimulatedNodeGroup
 
 GROUP, VERSION, PLURAL = "crossfade.dev", "v1alpha1", "inferencepools"
 GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
@@ -182,60 +184,74 @@ def http_route(namespace: str, *, aws_weight: int, gke_weight: int) -> dict[str,
     }
 
 
-def pool_manifest(
-    namespace: str,
-    *,
-    aws_url: str,
-    gke_url: str,
-    cluster: str,
-    nodegroup: str,
-    node_pool: str,
-    failback_delay_s: int = 15,
+def gke_pool_name(node_pool: str) -> str:
+    """Return the full resource name of a node pool of the GKE test server's cluster."""
+    return (
+        f"projects/{GCP_PROJECT}/locations/{GCP_LOCATION}/clusters/{GKE_CLUSTER}"
+        f"/nodePools/{node_pool}"
+    )
+
+
+def eks_placement(
+    *, priority: int, role: str, cluster: str, nodegroup: str, aws_url: str, min_nodes: int
 ) -> dict[str, Any]:
+    """The pool's "aws" placement: an EKS node group reached through its kubeconfig Secret."""
+    return {
+        "name": "aws",
+        "priority": priority,
+        "role": role,
+        "provider": {
+            "type": "EKSNodeGroup",
+            "eksNodeGroup": {"region": REGION, "cluster": cluster, "nodegroup": nodegroup},
+        },
+        "accelerator": {"type": "nvidia-l4", "perNode": 1},
+        "nodes": {"min": min_nodes, "max": 2},
+        "clusterRef": {"name": "aws-kubeconfig", "key": "value"},
+        "backendRef": {"kind": "Service", "name": SERVICES["aws"], "port": 8000},
+        "endpoint": {"url": aws_url},
+    }
+
+
+def gke_placement(
+    *, priority: int, role: str, node_pool: str, gke_url: str, min_nodes: int
+) -> dict[str, Any]:
+    """The pool's "gke" placement: a node pool of the GKE test server's cluster."""
+    return {
+        "name": "gke",
+        "priority": priority,
+        "role": role,
+        "provider": {
+            "type": "GKENodePool",
+            "gkeNodePool": {
+                "project": GCP_PROJECT,
+                "location": GCP_LOCATION,
+                "cluster": GKE_CLUSTER,
+                "nodePool": node_pool,
+            },
+        },
+        "accelerator": {"type": "nvidia-l4", "perNode": 1},
+        "nodes": {"min": min_nodes, "max": 2},
+        "clusterRef": {"name": "gcp-kubeconfig", "key": "value"},
+        "backendRef": {"kind": "Service", "name": SERVICES["gke"], "port": 8000},
+        "endpoint": {"url": gke_url},
+    }
+
+
+def pool_body(
+    namespace: str,
+    placements: list[dict[str, Any]],
+    *,
+    failback_delay_s: int,
+    warm_standby_nodes: int,
+    deletion_policy: str,
+) -> dict[str, Any]:
+    """The e2e InferencePool: fast health checks, ActivePassive on the route, automatic."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "InferencePool",
         "metadata": {"name": POOL_NAME, "namespace": namespace},
         "spec": {
-            "placements": [
-                {
-                    "name": "aws",
-                    "priority": 100,
-                    "role": "Primary",
-                    "provider": {
-                        "type": "EKSNodeGroup",
-                        "eksNodeGroup": {
-                            "region": REGION,
-                            "cluster": cluster,
-                            "nodegroup": nodegroup,
-                        },
-                    },
-                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
-                    "nodes": {"min": 1, "max": 2},
-                    "clusterRef": {"name": "aws-kubeconfig", "key": "value"},
-                    "backendRef": {"kind": "Service", "name": SERVICES["aws"], "port": 8000},
-                    "endpoint": {"url": aws_url},
-                },
-                {
-                    "name": "gke",
-                    "priority": 50,
-                    "role": "Standby",
-                    "provider": {
-                        "type": "GKENodePool",
-                        "gkeNodePool": {
-                            "project": GCP_PROJECT,
-                            "location": GCP_LOCATION,
-                            "cluster": GKE_CLUSTER,
-                            "nodePool": node_pool,
-                        },
-                    },
-                    "accelerator": {"type": "nvidia-l4", "perNode": 1},
-                    "nodes": {"min": 0, "max": 2},
-                    "clusterRef": {"name": "gcp-kubeconfig", "key": "value"},
-                    "backendRef": {"kind": "Service", "name": SERVICES["gke"], "port": 8000},
-                    "endpoint": {"url": gke_url},
-                },
-            ],
+            "placements": placements,
             "healthCheck": {
                 "inference": {
                     "periodSeconds": 1,
@@ -254,12 +270,44 @@ def pool_manifest(
                 "automatic": True,
                 "tolerationSeconds": 0,
                 "failbackDelaySeconds": failback_delay_s,
-                "warmStandbyNodes": 1,
+                "warmStandbyNodes": warm_standby_nodes,
                 "maxFailoversPerHour": 10,
             },
-            "deletionPolicy": "ScaleToMin",
+            "deletionPolicy": deletion_policy,
         },
     }
+
+
+def pool_manifest(
+    namespace: str,
+    *,
+    aws_url: str,
+    gke_url: str,
+    cluster: str,
+    nodegroup: str,
+    node_pool: str,
+    failback_delay_s: int = 15,
+) -> dict[str, Any]:
+    """EKS primary (2 nodes), GKE standby kept warm with one node, deletionPolicy ScaleToMin."""
+    return pool_body(
+        namespace,
+        [
+            eks_placement(
+                priority=100,
+                role="Primary",
+                cluster=cluster,
+                nodegroup=nodegroup,
+                aws_url=aws_url,
+                min_nodes=1,
+            ),
+            gke_placement(
+                priority=50, role="Standby", node_pool=node_pool, gke_url=gke_url, min_nodes=0
+            ),
+        ],
+        failback_delay_s=failback_delay_s,
+        warm_standby_nodes=1,
+        deletion_policy="ScaleToMin",
+    )
 
 
 @dataclass
@@ -353,15 +401,135 @@ def gke_test_server() -> Iterator[GKEServer]:
         server.stop()
 
 
-def create_eks_nodegroup(moto_url: str) -> tuple[str, str]:
-    suffix = uuid.uuid4().hex[:8]
-    cluster, nodegroup = f"prod-{suffix}", f"gpu-{suffix}"
-    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
-    eks.create_cluster(
-        name=cluster,
+@dataclass(frozen=True)
+class Endpoints:
+    """Where a pool manifest points: the fake inference servers and the GKE node pool."""
+
+    aws_url: str
+    gke_url: str
+    node_pool: str
+
+
+@contextlib.asynccontextmanager
+async def running_world(
+    *,
+    cluster: TestCluster,
+    cloud_clusters: Mapping[str, TestCluster],
+    namespace: str,
+    moto_url: str,
+    tmp: Path,
+    eks_cluster: str,
+    nodegroup: str,
+    primary: Literal["aws", "gke"],
+    pool: Callable[[Endpoints], dict[str, Any]],
+    operator_moto_url: str | None = None,
+    simulated_nodegroup: Callable[[World], str] | None = None,
+    gke_boot_delay_s: float = 1.0,
+) -> AsyncIterator[World]:
+    """Serve a pool whose ``primary`` takes all traffic (2 nodes), not yet operated.
+
+    Starts the fake inference servers and the GKE test server, applies the Services, the
+    route, the kubeconfig Secrets and ``pool(endpoints)``, and runs a node simulator per
+    cloud: nodes appear in the "aws" and "gcp" apiservers as the clouds' sizes change. The
+    "aws" simulator follows ``simulated_nodegroup(world)`` (default ``world.nodegroup``).
+    The operator reaches moto at ``operator_moto_url`` (default ``moto_url``). On exit every
+    operator started is stopped and the pool's status, Events and operator logs printed.
+    """
+    node_pool = f"gpu-{uuid.uuid4().hex[:6]}"
+    full_name = gke_pool_name(node_pool)
+    aws_server, gke_server = FakeInferenceServer(), FakeInferenceServer()
+    endpoints = Endpoints(
+        aws_url=await aws_server.start(), gke_url=await gke_server.start(), node_pool=node_pool
+    )
+    aws_api = await cloud_clusters["aws"].async_api_client()
+    gcp_api = await cloud_clusters["gcp"].async_api_client()
+    sim_stop = asyncio.Event()
+    sim_tasks: list[asyncio.Task[None]] = []
+    with gke_test_server() as gke:
+        gke.state.add_pool(full_name, node_count=2 if primary == "gke" else 0)
+        aws_weight = 100 if primary == "aws" else 0
+        cluster.apply_manifest(
+            [
+                service(SERVICES["aws"], namespace),
+                service(SERVICES["gke"], namespace),
+                http_route(namespace, aws_weight=aws_weight, gke_weight=100 - aws_weight),
+                kubeconfig_secret("aws-kubeconfig", namespace, cloud_clusters["aws"]),
+                kubeconfig_secret("gcp-kubeconfig", namespace, cloud_clusters["gcp"]),
+            ],
+            namespace=namespace,
+        )
+        cluster.apply_manifest(pool(endpoints), namespace=namespace)
+        world = World(
+            cluster=cluster,
+            namespace=namespace,
+            moto_url=operator_moto_url or moto_url,
+            gke=gke,
+            aws_server=aws_server,
+            gke_server=gke_server,
+            eks_cluster=eks_cluster,
+            nodegroup=nodegroup,
+            node_pool_name=full_name,
+            tmp=tmp,
+        )
+        simulated = world.nodegroup if simulated_nodegroup is None else simulated_nodegroup(world)
+
+        async def eks_desired() -> int:
+            return await asyncio.to_thread(
+                eks_node_group_desired, moto_url, cluster=eks_cluster, name=simulated
+            )
+
+        async def gke_desired() -> int:
+            return gke.state.node_count(full_name)
+
+        sims = [
+            NodeSimulator(
+                api=aws_api,
+                group=SimulatedNodeGroup.eks(simulated, accelerators_per_node=1, boot_delay_s=1.0),
+                desired_size=eks_desired,
+            ),
+            NodeSimulator(
+                api=gcp_api,
+                group=SimulatedNodeGroup.gke(
+                    node_pool, accelerators_per_node=1, boot_delay_s=gke_boot_delay_s
+                ),
+                desired_size=gke_desired,
+            ),
+        ]
+        sim_tasks = [asyncio.create_task(sim.run(period_s=0.5, stop=sim_stop)) for sim in sims]
+        try:
+            yield world
+        finally:
+            for op in world.operators:
+                op.stop()
+            sim_stop.set()
+            await asyncio.gather(*sim_tasks, return_exceptions=True)
+            await aws_api.close()
+            await gcp_api.close()
+            await aws_server.stop()
+            await gke_server.stop()
+            with contextlib.suppress(Exception):
+                print("\n--- pool status ---\n" + json.dumps(world.pool().get("status"), indent=1))
+                print("--- events ---\n" + "\n".join(map(str, world.events())))
+            for index, op in enumerate(world.operators):
+                print(f"\n--- operator {index} log tail ---\n{op.log_tail(80)}")
+
+
+def create_eks_cluster(moto_url: str) -> str:
+    """Create an EKS cluster in moto; return its name."""
+    name = f"prod-{uuid.uuid4().hex[:8]}"
+    boto3.client("eks", region_name=REGION, endpoint_url=moto_url).create_cluster(
+        name=name,
         roleArn=f"arn:aws:iam::{ACCOUNT}:role/cluster",
         resourcesVpcConfig={"subnetIds": ["subnet-a", "subnet-b"]},
     )
+    return name
+
+
+def create_eks_nodegroup(moto_url: str) -> tuple[str, str]:
+    """Create an EKS cluster with one node group of 2 nodes in moto; return both names."""
+    cluster = create_eks_cluster(moto_url)
+    nodegroup = f"gpu-{uuid.uuid4().hex[:8]}"
+    eks = boto3.client("eks", region_name=REGION, endpoint_url=moto_url)
     eks.create_nodegroup(
         clusterName=cluster,
         nodegroupName=nodegroup,
