@@ -400,3 +400,25 @@ def test_failback_steps_keep_the_full_period() -> None:
     assert driver.world.weights == after_first
     driver.step()  # a full period after it
     assert (driver.world.weights or {})["a"] > after_first["a"]
+
+
+def test_first_failback_step_is_written_as_a_failback() -> None:
+    # The pass that records the Failback also takes its first step; that step's SetWeights
+    # (the route's write log and the TrafficStep Event) must say Failback, not Rebalance.
+    driver = started()
+    driver.world.ready["b"] = driver.world.total["b"] = 4
+    driver.world.up["a"] = False
+    driver.run(200)
+    assert driver.world.weights == {"a": 0, "b": 100}
+    driver.world.up["a"] = True
+    driver.run(600)
+    first = next(
+        d
+        for _, d in driver.decisions
+        if any(isinstance(a, RecordTransition) and a.reason == "Failback" for a in d.plan)
+    )
+    writes = [a for a in first.plan if isinstance(a, SetWeights)]
+    assert len(writes) == 1 and writes[0].weights["a"] > 0
+    assert writes[0].reason == "Failback"
+    steps = [a for a in first.plan if isinstance(a, EmitEvent) and a.reason == "TrafficStep"]
+    assert [e.message.split(":")[0] for e in steps] == ["Failback"]

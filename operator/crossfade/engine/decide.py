@@ -410,7 +410,7 @@ def decide(
     if gate_held:
         s.flap_guarded = True
     if recovering and target is not None and current is not None:
-        _record_failbacks(
+        failback_started = _record_failbacks(
             policy,
             s=s,
             recovering=recovering,
@@ -420,6 +420,9 @@ def decide(
             now=now,
             actions=actions,
         )
+        if failback_started and weight_reason == "Rebalance":
+            # _move ran before the Failback was recorded; its first step is that Failback.
+            weight_reason = "Failback"
     if new_weights is not None and new_weights != s.weights:
         actions.append(SetWeights(dict(new_weights), weight_reason, weight_message))
         actions.append(
@@ -507,14 +510,17 @@ def _record_failbacks(
     capacity: Mapping[str, int | None],
     now: float,
     actions: list[Action],
-) -> None:
+) -> bool:
     """Record a Failback when a placement that passed failbackDelaySeconds gains weight.
+
+    Returns whether one was recorded in this pass.
 
     Recorded here rather than when the busiest placement changes: with warm-before-shift
     a failing placement can keep most traffic while the fallback is small, and weight
     flowing back to it is still a failback that the flap guard must count.
     """
     recorded = {a.to_placement for a in actions if isinstance(a, RecordTransition)}
+    started = False
     for name in recovering:
         if name in recorded or target.get(name, 0) <= current.get(name, 0):
             continue
@@ -528,6 +534,8 @@ def _record_failbacks(
         s.shift_started_at = now
         actions.append(RecordTransition(now, source, name, "Failback", message))
         actions.append(EmitEvent(EventType.NORMAL, "Failback", message))
+        started = True
+    return started
 
 
 def _withheld(action: Action) -> bool:
