@@ -305,6 +305,29 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
         base_edits=WITH_CAPI_TEMPLATE,
     ),
     InvalidCase(
+        "eks-nodegroup-missing-without-template",
+        ((f"{P0}.provider.eksNodeGroup.nodegroup", DELETE),),
+        f"{P0}.provider.eksNodeGroup.nodegroup",
+        "provider.eksNodeGroup.nodegroup is required without a template",
+    ),
+    InvalidCase(
+        "gke-node-pool-missing-without-template",
+        ((f"{P1}.provider.gkeNodePool.nodePool", DELETE),),
+        f"{P1}.provider.gkeNodePool.nodePool",
+        "provider.gkeNodePool.nodePool is required without a template",
+    ),
+    InvalidCase(
+        "capi-machine-deployment-missing-without-template",
+        (
+            (f"{P1}.template", DELETE),
+            (f"{P1}.lifecycle", DELETE),
+            (f"{CAPI1}.machineDeployment", DELETE),
+        ),
+        f"{CAPI1}.machineDeployment",
+        "provider.clusterAPI.machineDeployment is required without a template",
+        base_edits=WITH_CAPI_TEMPLATE,
+    ),
+    InvalidCase(
         "probe-path-without-slash",
         (("spec.healthCheck", {"inference": {"path": "v1/models"}}),),
         "spec.healthCheck.inference.path",

@@ -126,3 +126,56 @@ def test_invalid_template_is_rejected_by_server_and_parse_pool(
         parse_pool(body)
     paths = [error.path for error in caught.value.errors]
     assert any(path.startswith(api_path) for path in paths), paths
+
+
+def _without_name(placement: dict[str, Any], member: str, name_field: str) -> dict[str, Any]:
+    provider = placement["provider"]
+    unnamed = {k: v for k, v in provider[member].items() if k != name_field}
+    return {**placement, "provider": {**provider, member: unnamed}}
+
+
+@pytest.mark.parametrize(
+    ("case", "placement", "member", "name_field"),
+    [
+        ("eks", 0, "eksNodeGroup", "nodegroup"),
+        ("gke", 1, "gkeNodePool", "nodePool"),
+        ("capi", 1, "clusterAPI", "machineDeployment"),
+    ],
+)
+def test_templated_placement_without_a_node_group_name_is_accepted(
+    pools: PoolClient, case: str, placement: int, member: str, name_field: str
+) -> None:
+    body = base_pool(f"unnamed-{case}")
+    placements = body["spec"]["placements"]
+    if case == "capi":
+        placements[placement] = CAPI_TEMPLATED_PLACEMENT
+    else:
+        placements[placement] = {**placements[placement], "template": TEMPLATE}
+    placements[placement] = _without_name(placements[placement], member, name_field)
+    reply = pools.dry_run_create(body)
+    assert reply.ok, reply.message
+    served = reply.body["spec"]["placements"][placement]["provider"][member]
+    assert name_field not in served
+    parsed = parse_pool(body)
+    assert reply.body["spec"] == parsed.to_wire()["spec"]
+    assert name_field not in parsed.to_wire()["spec"]["placements"][placement]["provider"][member]
+
+
+def test_untemplated_placement_without_a_node_group_name_is_rejected_with_the_fix(
+    pools: PoolClient,
+) -> None:
+    body = base_pool("unnamed-untemplated")
+    body["spec"]["placements"][0] = _without_name(
+        body["spec"]["placements"][0], "eksNodeGroup", "nodegroup"
+    )
+    reply = pools.dry_run_create(body)
+    assert not reply.ok and reply.status == 422, reply.body
+    assert "spec.placements[0].provider.eksNodeGroup.nodegroup: Required value" in reply.message
+    assert "name the existing managed node group crossfade scales, or add a template" in (
+        reply.message
+    )
+    with pytest.raises(InvalidPoolError) as caught:
+        parse_pool(body)
+    [error] = caught.value.errors
+    assert error.path == "spec.placements[0].provider.eksNodeGroup.nodegroup"
+    assert "is required without a template" in error.message

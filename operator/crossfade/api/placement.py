@@ -70,14 +70,15 @@ class EKSNodeGroup(ApiModel):
         pattern=EKS_NAME_PATTERN,
         description="Name of the EKS cluster.",
     )
-    nodegroup: str = Field(
+    nodegroup: str | None = Field(
+        default=None,
         min_length=1,
         max_length=DNS_LABEL_MAX_CHARS,
         pattern=EKS_NAME_PATTERN,
-        description="Name of the managed node group whose desired size crossfade sets. "
-        "With a placement template crossfade creates and names the node group itself "
-        "(`cf-<placement>-<hash>-<n>`, see status.placements[].nodeGroup) and does not use "
-        "this name.",
+        description="Name of the existing managed node group whose desired size crossfade "
+        "sets; required unless the placement has a `template`. With a template leave it out: "
+        "crossfade creates and names the node group itself (`cf-<placement>-<hash>-<n>`, see "
+        "status.placements[].nodeGroup) and does not use a name given here.",
     )
 
 
@@ -97,10 +98,12 @@ class GKENodePool(ApiModel):
         description="Region or zone of the cluster, e.g. `europe-west4` or `us-central1-a`.",
     )
     cluster: DnsLabel = Field(description="Name of the GKE cluster.")
-    node_pool: DnsLabel = Field(
-        description="Name of the node pool whose size crossfade sets. With a placement "
-        "template crossfade creates and names the node pool itself (see "
-        "status.placements[].nodeGroup) and does not use this name."
+    node_pool: DnsLabel | None = Field(
+        default=None,
+        description="Name of the existing node pool whose size crossfade sets; required "
+        "unless the placement has a `template`. With a template leave it out: crossfade "
+        "creates and names the node pool itself (`cf-<placement>-<hash>-<n>`, see "
+        "status.placements[].nodeGroup) and does not use a name given here.",
     )
 
 
@@ -134,9 +137,12 @@ class ClusterAPIMachineDeployment(ApiModel):
         description="Secret with a kubeconfig for the cluster holding the MachineDeployment."
     )
     namespace: DnsLabel = Field(description="Namespace of the MachineDeployment.")
-    machine_deployment: DnsSubdomain = Field(
-        description="Name of the MachineDeployment whose replicas crossfade sets (with a "
-        "template: the MachineDeployments crossfade creates are named `cf-...` instead)."
+    machine_deployment: DnsSubdomain | None = Field(
+        default=None,
+        description="Name of the existing MachineDeployment whose replicas crossfade sets; "
+        "required unless the placement has a `template`. With a template leave it out: "
+        "crossfade creates and names the MachineDeployments itself (`cf-<placement>-<hash>-<n>`, "
+        "see status.placements[].nodeGroup) and does not use a name given here.",
     )
     cluster_name: DnsLabel | None = Field(
         default=None,
@@ -335,6 +341,38 @@ class Endpoint(ApiModel):
     )
 
 
+# Members that name the node group crossfade scales: (member wire, member attribute, name
+# wire, name attribute, what the name names). Without a template the name is required;
+# with one crossfade creates and names the node group itself.
+_NODE_GROUP_NAMES: tuple[tuple[str, str, str, str, str], ...] = (
+    ("eksNodeGroup", "eks_node_group", "nodegroup", "nodegroup", "managed node group"),
+    ("gkeNodePool", "gke_node_pool", "nodePool", "node_pool", "node pool"),
+    ("clusterAPI", "cluster_api", "machineDeployment", "machine_deployment", "MachineDeployment"),
+)
+
+
+def _node_group_name_rule(
+    member_wire: str, member_attr: str, name_wire: str, name_attr: str, noun: str
+) -> CelRule:
+    def check(placement: Any) -> bool:
+        member = getattr(placement.provider, member_attr)
+        return bool(
+            placement.template is not None
+            or member is None
+            or getattr(member, name_attr) is not None
+        )
+
+    return CelRule(
+        rule=f"has(self.template) || !has(self.provider.{member_wire}) "
+        f"|| has(self.provider.{member_wire}.{name_wire})",
+        message=f"provider.{member_wire}.{name_wire} is required without a template: name "
+        f"the existing {noun} crossfade scales, or add a template so crossfade creates one",
+        check=check,
+        field_path=f".provider.{member_wire}.{name_wire}",
+        reason="FieldValueRequired",
+    )
+
+
 def _templated_capi(placement: Any) -> ClusterAPIMachineDeployment | None:
     """Return the ClusterAPI member of a placement that has a template, else None."""
     if placement.template is None or placement.provider.type != ProviderType.CLUSTER_API:
@@ -365,6 +403,7 @@ class Placement(ApiModel):
     """One place the model may run, with its priority and role."""
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = (
+        *(_node_group_name_rule(*names) for names in _NODE_GROUP_NAMES),
         CelRule(
             rule="self.lifecycle != 'OnDemand' || has(self.template)",
             message="lifecycle OnDemand needs a template to create the node group from: "

@@ -20,7 +20,7 @@ from typing import Any
 
 from crossfade.providers.errors import InvalidRequest
 from crossfade.providers.provisioning import Provisioner
-from crossfade.providers.registry import ProviderContext
+from crossfade.providers.registry import ProviderContext, placement_member
 
 ENTRY_POINT_GROUP = "crossfade.provisioners"
 BUILTIN_PROVISIONERS: Mapping[str, str] = {
@@ -75,17 +75,27 @@ def provisioner_for(placement: Mapping[str, Any], context: ProviderContext) -> P
 def build_eks_provisioner(placement: Mapping[str, Any], context: ProviderContext) -> Provisioner:
     """Factory of ``EKSNodeGroup``: an EKS provisioner for the member's region and cluster."""
     from crossfade.providers.aws_api import EksApi
-    from crossfade.providers.aws_eks import EksNodeGroupRef, process_aws_context
+    from crossfade.providers.aws_eks import PLACEMENT_MEMBER, process_aws_context
     from crossfade.providers.aws_eks_provisioner import EksNodeGroupProvisioner
 
     aws = context.aws if context.aws is not None else process_aws_context()
-    ref = EksNodeGroupRef.from_placement(placement)
+    # Region and cluster only: a templated placement need not name a node group, the
+    # provisioner names the ones it creates.
+    member = placement_member(placement, PLACEMENT_MEMBER)
+    region = member.get("region")
+    cluster = member.get("cluster") or member.get("clusterName")
+    if not region or not cluster:
+        raise InvalidRequest(
+            f"placement {placement.get('name')!r}: provider.{PLACEMENT_MEMBER} needs region "
+            "and cluster to create node groups",
+            code="InvalidPlacement",
+        )
     eks = EksApi.create(
-        region=ref.region,
+        region=str(region),
         limiters=aws.limiters,
         endpoint_url=aws.endpoint_url,
         retry=aws.retry,
         observer=aws.observer,
         clients=aws.clients,
     )
-    return EksNodeGroupProvisioner(cluster=ref.cluster, eks=eks)
+    return EksNodeGroupProvisioner(cluster=str(cluster), eks=eks)
