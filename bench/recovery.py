@@ -8,10 +8,13 @@ and polls the HTTPRoute every few milliseconds. Published anchors are printed be
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
 import random
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Mapping
@@ -369,11 +372,56 @@ def load_log_summary(path: Path) -> dict[str, float] | None:
     }
 
 
-def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked: int) -> str:
-    """Markdown below the table: run count, machine load, the 5 s explanation."""
+def measured_commit() -> str:
+    """The commit of the tree this bench runs from, or "unknown".
+
+    Run the bench from a clean clone with PYTHONPATH=<clone>/operator:<clone>: the venv's
+    .pth points at the shared work tree's package, which may hold uncommitted edits.
+    """
+    try:
+        done = subprocess.run(
+            ["git", "log", "-1", "--format=%h"],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except FileNotFoundError:
+        return "unknown"
+    return done.stdout.strip() or "unknown"
+
+
+def cycle_lines(raw: Mapping[str, list[Any]]) -> list[str]:
+    """Wall time between consecutive outage onsets (3rd raw field), per setting.
+
+    One cycle holds the outage, the wait for failback (failbackDelaySeconds plus its steps),
+    the settle and the random phase; with both kinds in one process, one outage of each.
+    """
+    lines = []
+    for key, runs in raw.items():
+        onsets = sorted(float(run[2]) for run in runs)
+        gaps = [b - a for a, b in itertools.pairwise(onsets)]
+        if gaps:
+            lines.append(f"{key}: median {statistics.median(gaps):.1f} s, max {max(gaps):.1f} s")
+    return lines
+
+
+def notes(
+    loads: Mapping[str, list[dict[str, float]]],
+    *,
+    budget_s: float,
+    asked: int,
+    raw: Mapping[str, list[Any]] | None = None,
+    summary: Mapping[str, float] | None = None,
+    commits: list[str] | None = None,
+    setup: str = "",
+) -> str:
+    """Markdown below the table: commit, run count, setup, machine load, cycles, method."""
     peak = max((sample["1m"] for pair in loads.values() for sample in pair), default=0.0)
     cpus = os.cpu_count() or 1
     lines = [
+        f"Commit measured: {', '.join(commits or ['unknown'])}.",
+        "",
         f"Runs asked per setting: {asked}; a period stops starting outages once its share of "
         f"the {budget_s:.0f} s budget (`BENCH_RECOVERY_BUDGET_S`) is spent, so `n` may be lower.",
         "Goals (issue 13): first shift <= period x 3 + 1 s; with 1 s probes, 99% on healthy "
@@ -386,7 +434,6 @@ def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked
         )
         + f" on {cpus} CPUs.",
     ]
-    summary = load_log_summary(WORKDIR / "load.log")
     if summary is not None:
         lines.append(
             f"Load average (1 m) sampled every 30 s during the run: min {summary['min']:.1f}, "
@@ -399,13 +446,39 @@ def notes(loads: Mapping[str, list[dict[str, float]]], *, budget_s: float, asked
             "benches and test runs alongside); expect them to be slower and noisier than on an "
             "idle one."
         )
+    if setup.strip():
+        lines += ["", setup.strip()]
+    onsets = [float(run[2]) for runs in (raw or {}).values() for run in runs]
+    if onsets:
+        first, last = (
+            time.strftime("%H:%M:%S", time.gmtime(t)) for t in (min(onsets), max(onsets))
+        )
+        day = time.strftime("%Y-%m-%d", time.gmtime(min(onsets)))
+        lines += ["", f"Outage onsets from {first} to {last} UTC, {day}."]
+    cycles = cycle_lines(raw or {})
+    if cycles:
+        lines.append("Wall time between outage onsets per setting: " + "; ".join(cycles) + ".")
     return "\n".join(lines) + "\n\n" + METHOD_MD
 
 
 def write(
-    raw: Mapping[str, list[Any]], loads: Mapping[str, list[dict[str, float]]], *, budget_s: float
+    raw: Mapping[str, list[Any]],
+    loads: Mapping[str, list[dict[str, float]]],
+    *,
+    budget_s: float,
+    commits: list[str] | None = None,
+    setup: str = "",
+    summary: Mapping[str, float] | None = None,
 ) -> Path:
-    """Write bench/results/recovery.{json,md} from raw runs keyed "<period>s/<kind>"."""
+    """Write bench/results/recovery.{json,md} from raw runs keyed "<period>s/<kind>".
+
+    ``commits`` are the commits measured (default: this tree's); ``setup`` is markdown on
+    how the processes ran; ``summary`` the load sampled during the run (default: WORKDIR's
+    load.log). All are stored in the JSON, so ``--render`` keeps them.
+    """
+    commits = commits or [measured_commit()]
+    if summary is None:
+        summary = load_log_summary(WORKDIR / "load.log")
     rows: list[dict[str, Any]] = []
     for key, kind_runs in raw.items():
         period, kind = key.split("/", 1)
@@ -422,31 +495,52 @@ def write(
                 "probes_on_broken_endpoint_before_first_shift",
             ],
             "load_average": dict(loads),
-            "load_during_run": load_log_summary(WORKDIR / "load.log"),
+            "load_during_run": summary,
             "runs_asked_per_kind": RUNS_PER_PERIOD,
             "budget_s": budget_s,
+            "commits_measured": commits,
+            "setup": setup,
         },
-        notes=notes(loads, budget_s=budget_s, asked=RUNS_PER_PERIOD),
+        notes=notes(
+            loads,
+            budget_s=budget_s,
+            asked=RUNS_PER_PERIOD,
+            raw=raw,
+            summary=summary,
+            commits=commits,
+            setup=setup,
+        ),
     )
 
 
 def merge_parts() -> Path:
-    """Join WORKDIR/part-*.json (one per process) into bench/results/recovery.{json,md}."""
+    """Join WORKDIR/part-*.json (one per process) into bench/results/recovery.{json,md}.
+
+    Each part names the commit it measured (parts written before that field: the
+    BENCH_MEASURED_COMMIT environment variable); WORKDIR/setup.md, if present, says how
+    the processes ran (which at once, from where).
+    """
     raw: dict[str, list[Any]] = {}
     loads: dict[str, list[dict[str, float]]] = {}
+    commits: list[str] = []
     budget_s = 0.0
     for part in sorted(WORKDIR.glob("part-*.json")):
         stored = json.loads(part.read_text())
         raw.update(stored["raw_runs_s"])
         loads.update(stored["load_average"])
         budget_s = max(budget_s, stored["budget_s"])
+        commit = stored.get("commit") or os.environ.get("BENCH_MEASURED_COMMIT", "unknown")
+        if commit not in commits:
+            commits.append(commit)
+    setup_path = WORKDIR / "setup.md"
+    setup = setup_path.read_text() if setup_path.exists() else ""
 
     def setting(key: str) -> tuple[int, int]:
         period, kind = key.split("/", 1)
         return int(period.rstrip("s")), OUTAGE_KINDS.index(kind)
 
     ordered = {key: raw[key] for key in sorted(raw, key=setting)}
-    return write(ordered, loads, budget_s=budget_s)
+    return write(ordered, loads, budget_s=budget_s, commits=commits, setup=setup)
 
 
 def main() -> int:
@@ -457,7 +551,14 @@ def main() -> int:
     """
     if sys.argv[1:] == ["--render"]:
         stored = json.loads((RESULTS_DIR / "recovery.json").read_text())
-        path = write(stored["raw_runs_s"], stored["load_average"], budget_s=stored["budget_s"])
+        path = write(
+            stored["raw_runs_s"],
+            stored["load_average"],
+            budget_s=stored["budget_s"],
+            commits=stored.get("commits_measured") or ["unknown"],
+            setup=stored.get("setup", ""),
+            summary=stored.get("load_during_run"),
+        )
         print(path.read_text())
         return 0
     if sys.argv[1:] == ["--merge"]:
@@ -486,9 +587,13 @@ def main() -> int:
             if PART_NAME:
                 WORKDIR.mkdir(parents=True, exist_ok=True)
                 part = WORKDIR / f"part-{PART_NAME}.json"
-                part.write_text(
-                    json.dumps({"raw_runs_s": raw, "load_average": loads, "budget_s": BUDGET_S})
-                )
+                stored = {
+                    "raw_runs_s": raw,
+                    "load_average": loads,
+                    "budget_s": BUDGET_S,
+                    "commit": measured_commit(),
+                }
+                part.write_text(json.dumps(stored))
                 print(f"wrote {part}", flush=True)
             else:
                 print(write(raw, loads, budget_s=BUDGET_S).read_text(), flush=True)
