@@ -42,6 +42,13 @@ NOT_AT_START = {
     "google.cloud.container_v1": "the GKE client is loaded with the first GKE placement",
     "crossfade.engine.simulate": "the simulator is for `crossfade simulate` only",
     "crossfade.sandbox": "the sandbox is for demos and benchmarks",
+    "crossfade.demo": "the demo is for `crossfade demo` only",
+    "crossfade.providers.gke": "provider modules load with the first placement naming one",
+    "crossfade.providers.aws_eks": "provider modules load with the first placement naming one",
+    "crossfade.providers.capi": "provider modules load with the first placement naming one",
+    "crossfade.providers.karpenter": "provider modules load with the first placement naming one",
+    "crossfade.routers.route53": "the Route53 client is built by the first Route53 router",
+    "boto3": "loaded by the first EKS placement or Route53 router (~28 MiB)",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import boto3
@@ -17,7 +18,7 @@ __all__ = ["aws_env", "moto_server"]
 
 
 class RouterContext:
-    def __init__(self, clients: dict[str, Any]) -> None:
+    def __init__(self, clients: Mapping[str, Any]) -> None:
         self.clients = clients
 
 
@@ -76,3 +77,29 @@ def test_routers_of_every_pool_share_one_route53_client(
         for n in range(3)
     ]
     assert {id(router._client) for router in routers} == {id(clients["route53"])}
+
+
+def test_the_route53_client_is_built_by_the_first_route53_router_only(
+    moto_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pools routing only through the Gateway API never pay for the Route53 client."""
+    monkeypatch.setenv(AWS_ENDPOINT_ENV, moto_server)
+    fresh = router_clients(ProviderContext.from_environment())
+    assert fresh["aws_endpoint_url"] == moto_server
+    assert fresh["route53_limiter"] is fresh["route53_limiter"]
+    built_before_a_router = fresh.route53_built
+    router = build_route53_router(
+        {
+            "traffic": {
+                "route53": {
+                    "hostedZoneId": "Z1",
+                    "recordName": "api.example.com",
+                    "records": [{"placement": "aws-a", "values": ["a.lb.example.net"]}],
+                }
+            },
+            "placements": [{"name": "aws-a"}],
+        },
+        RouterContext(fresh),
+    )
+    assert (built_before_a_router, fresh.route53_built) == (False, True)
+    assert router._client is fresh["route53"]

@@ -9,7 +9,9 @@ import logging
 import os
 import signal
 import socket
+import threading
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +40,6 @@ from crossfade.providers.provisioned import ProvisioningMetrics
 from crossfade.providers.ratelimit import RateLimiters
 from crossfade.providers.reaper import DEFAULT_GRACE_PERIOD_S
 from crossfade.providers.registry import ProviderContext
-from crossfade.routers.route53 import make_route53_client
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +82,59 @@ async def make_api_client() -> Any:
     return k8s.ApiClient(configuration)
 
 
-def router_clients(provider_context: ProviderContext) -> dict[str, Any]:
+class RouterClients(Mapping[str, Any]):
+    """The clients every pool's traffic routers share: ``route53``, ``route53_limiter``,
+    ``aws_endpoint_url``.
+
+    The Route53 client is built when first read, i.e. by the first pool that routes with
+    Route53, and then kept for every other pool: building it imports boto3 (~28 MiB when no
+    EKS placement has) and loads Route53's service model (~10 MiB), which an operator whose
+    pools route only through the Gateway API never needs. That first build blocks the event
+    loop once (a few hundred ms). It uses ``aws_endpoint_url``, the endpoint the EKS
+    providers use too, so routers never reach real AWS when the operator is pointed at a
+    private endpoint or a test server.
+    """
+
+    KEYS = ("route53", "route53_limiter", "aws_endpoint_url")
+
+    def __init__(self, *, aws_endpoint_url: str | None) -> None:
+        self._values: dict[str, Any] = {
+            # One bucket for every router: Route53 limits are per account.
+            "route53_limiter": RateLimiters().bucket("route53"),
+            "aws_endpoint_url": aws_endpoint_url,
+        }
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "route53":
+            with self._lock:
+                if key not in self._values:
+                    from crossfade.routers.route53 import make_route53_client
+
+                    self._values[key] = make_route53_client(
+                        endpoint_url=self._values["aws_endpoint_url"]
+                    )
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.KEYS)
+
+    def __len__(self) -> int:
+        return len(self.KEYS)
+
+    @property
+    def route53_built(self) -> bool:
+        """Whether a router has asked for the Route53 client yet."""
+        return "route53" in self._values
+
+
+def router_clients(provider_context: ProviderContext) -> RouterClients:
     """Return the clients the traffic routers get, on the providers' AWS endpoint.
 
-    ``CROSSFADE_AWS_ENDPOINT_URL`` is read once, by ``ProviderContext.from_environment``;
-    the Route53 router builds its boto3 client from ``aws_endpoint_url`` here, so routers
-    and the EKS providers always talk to the same AWS endpoint (never real AWS when the
-    operator is pointed at a private endpoint or a test server).
+    ``CROSSFADE_AWS_ENDPOINT_URL`` is read once, by ``ProviderContext.from_environment``.
     """
     aws = provider_context.aws
-    endpoint_url = aws.endpoint_url if aws is not None else None
-    return {
-        # One client for every pool's router (a boto3 Session per router cost megabytes
-        # each), created once at start-up; one bucket too: Route53 limits are per account.
-        "route53": make_route53_client(endpoint_url=endpoint_url),
-        "route53_limiter": RateLimiters().bucket("route53"),
-        "aws_endpoint_url": endpoint_url,
-    }
+    return RouterClients(aws_endpoint_url=aws.endpoint_url if aws is not None else None)
 
 
 async def run_operator(config: RunConfig) -> int:
