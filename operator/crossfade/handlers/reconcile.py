@@ -124,6 +124,8 @@ class PoolRuntime:
     standing_failures: frozenset[tuple[str, str]] = frozenset()
     # The Events the previous pass had to report (posted or not); see ``new_events``.
     last_events: frozenset[EventKey] = frozenset()
+    # Scales the previous pass asked for and the cloud refused for now (``refused_scales``).
+    refused_scales: frozenset[tuple[str, int]] = frozenset()
 
     async def close(self) -> None:
         """Release what the runtime holds (node watches); the pool's state stays."""
@@ -304,21 +306,62 @@ def news_of(report: ExecutionReport, runtime: PoolRuntime) -> list[EmitEvent]:
     ]
 
 
-def forget_failed_scale_requests(state: PoolState, report: ExecutionReport) -> None:
+def refused_scales(report: ExecutionReport) -> frozenset[tuple[str, int]]:
+    """Return (placement, desired) of the scales this pass asked for that failed retryably."""
+    return frozenset(
+        (failure.action.placement, failure.action.desired)
+        for failure in report.failures
+        if isinstance(failure.action, ScalePlacement) and failure.retryable
+    )
+
+
+def only_retries(effects: Sequence[Action], runtime: PoolRuntime) -> bool:
+    """Return True when every effect is a scale the previous pass asked for and was refused.
+
+    Such a retry needs no write-ahead of its intent: the previous pass wrote it, the
+    refusal took it back (``forget_failed_scale_requests``), and the retry carries the same
+    idempotency token while the engine's transition count stays (``scale_token``), so a
+    process killed after the call and restarted asks again harmlessly. Writing it anyway
+    wrote the engine-state annotation twice per pass (intent, then its withdrawal) for as
+    long as the cloud kept refusing.
+    """
+    return all(
+        isinstance(effect, ScalePlacement)
+        and (effect.placement, effect.desired) in runtime.refused_scales
+        for effect in effects
+    )
+
+
+def forget_failed_scale_requests(
+    state: PoolState, report: ExecutionReport, *, previous: PoolState | None = None
+) -> None:
     """Un-record scale requests the cloud refused for now (throttled, unavailable).
 
     The engine notes a placement's new size when it plans the scale. When the call fails
     with a retryable error, keeping that note would make the next pass believe the size
     was already asked for and never ask again; forgetting it lets the next observation of
     the cloud (or, without one, the next decision) ask again.
+
+    When and from what the request was made (``requestedAt``, ``scaleUpAt`` and the ready
+    count before it) go back to ``previous``'s values as well: nothing was asked of the
+    cloud, so no node boot grace starts, and a request refused pass after pass leaves
+    the durable state (the engine-state annotation) as it was instead of rewriting it
+    with a new time on every retry.
     """
     for failure in report.failures:
         action = failure.action
         if not (isinstance(action, ScalePlacement) and failure.retryable):
             continue
         placement = state.placements.get(action.placement)
-        if placement is not None and placement.desired == action.desired:
-            placement.desired = None
+        if placement is None or placement.desired != action.desired:
+            continue
+        placement.desired = None
+        before = previous.placements.get(action.placement) if previous is not None else None
+        placement.requested_at = before.requested_at if before is not None else None
+        placement.scale_up_at = before.scale_up_at if before is not None else None
+        placement.ready_before_scale_up = (
+            before.ready_before_scale_up if before is not None else None
+        )
 
 
 async def reconcile_once(
@@ -387,7 +430,8 @@ async def reconcile_once(
             if before is not None and name in decision.state.placements:
                 decision.state.placements[name].desired = before.desired
     persisted = annotations.get(STATE_ANNOTATION)
-    if persist is not None and any(is_effect(a) for a in actions) and not hold:
+    effects = [a for a in actions if is_effect(a)]
+    if persist is not None and effects and not hold and not only_retries(effects, runtime):
         # Write-ahead: the intent is stored before any effect, so a process killed between
         # the cloud call and the status write resumes knowing what it already asked for.
         intent = dump_state(decision.state)
@@ -404,7 +448,8 @@ async def reconcile_once(
         metrics=metrics,
     )
     events.extend(news_of(report, runtime))
-    forget_failed_scale_requests(decision.state, report)
+    forget_failed_scale_requests(decision.state, report, previous=previous)
+    runtime.refused_scales = refused_scales(report)
     if report.weights_written is not None:
         decision.state.weights = dict(report.weights_written)
     elif current_weights is not None and any(isinstance(a, SetWeights) for a in decision.plan):
