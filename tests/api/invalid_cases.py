@@ -318,11 +318,7 @@ INVALID_CASES: tuple[InvalidCase, ...] = (
     ),
     InvalidCase(
         "capi-machine-deployment-missing-without-template",
-        (
-            (f"{P1}.template", DELETE),
-            (f"{P1}.lifecycle", DELETE),
-            (f"{CAPI1}.machineDeployment", DELETE),
-        ),
+        ((f"{P1}.template", DELETE), (f"{P1}.lifecycle", DELETE)),
         f"{CAPI1}.machineDeployment",
         "provider.clusterAPI.machineDeployment is required without a template",
         base_edits=WITH_CAPI_TEMPLATE,

@@ -92,7 +92,7 @@ CAPI_TEMPLATED_PLACEMENT: dict[str, Any] = {
         "clusterAPI": {
             "kubeconfigSecretRef": {"name": "fleet-kubeconfig"},
             "namespace": "fleet",
-            "machineDeployment": "gpu",
+            # No machineDeployment: crossfade names the MachineDeployments it creates.
             "clusterName": "fleet",
             "version": "v1.33.1",
             "bootstrapConfigRef": {
