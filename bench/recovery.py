@@ -21,12 +21,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from kubernetes_asyncio import client as k8s
+
 from bench.common import RESULTS_DIR, spread, write_results
 from crossfade.sandbox import running_sandbox
 from crossfade.testing.controlplane import TestCluster
 from crossfade.testing.inference_server import Behaviour
 from crossfade.testing.traffic import HTTPRouteWeights
-from crossfade.testing.world import World, WorldKnobs, load_documents, running_world
+from crossfade.testing.world import (
+    POOL_GROUP,
+    POOL_PLURAL,
+    POOL_VERSION,
+    World,
+    WorldKnobs,
+    load_documents,
+    running_world,
+)
 
 PROBE_PERIODS_S = tuple(int(p) for p in os.environ.get("BENCH_PROBE_PERIODS", "1,5,10").split(","))
 RUNS_PER_PERIOD = int(os.environ.get("BENCH_RECOVERY_RUNS", "20"))
@@ -174,6 +184,7 @@ async def measure_in_world(
     runs_per_kind: int,
     workdir: Path,
     deadline: float,
+    stuck_failbacks: list[dict[str, Any]],
 ) -> dict[str, list[tuple[float, float, float, int]]]:
     """Up to ``runs_per_kind`` outages of each of ``kinds`` (alternating) in one fresh world.
 
@@ -181,7 +192,9 @@ async def measure_in_world(
     uniformly across the probe schedule; the primary carries all traffic again (failback
     finished, so its probes are passing) and the pool's status shows every placement Healthy
     with the standby warm (``settled``) before the next one. No outage starts after
-    ``deadline`` (monotonic).
+    ``deadline`` (monotonic). If the primary does not get its traffic back within
+    RUN_TIMEOUT_S, the pool is dumped to the workdir, noted in ``stuck_failbacks`` and the
+    world ends early with the runs measured so far.
     """
     knobs = WorldKnobs(
         probe_period_s=period_s,
@@ -213,10 +226,35 @@ async def measure_in_world(
                     result = await one_outage(world, reader, kind=kind)
                     runs[kind].append(result)
                     print(f"period {period_s} s, {kind}: {result}", flush=True)
-                    await back_on_primary(world, reader)
+                    try:
+                        await back_on_primary(world, reader)
+                    except RuntimeError as stuck:
+                        # Keep the runs measured so far; the series goes on in a fresh world.
+                        dump = workdir / f"failback-stuck-{len(stuck_failbacks)}.json"
+                        await dump_pool(api, world, reader, path=dump)
+                        stuck_failbacks.append(
+                            {
+                                "period_s": period_s,
+                                "kind": kind,
+                                "onset": result[2],
+                                "dump": str(dump),
+                            }
+                        )
+                        print(f"period {period_s} s: {stuck}; pool dumped to {dump}", flush=True)
+                        return runs
         finally:
             await api.close()
     return runs
+
+
+async def dump_pool(api: Any, world: World, reader: HTTPRouteWeights, *, path: Path) -> None:
+    """Write the pool object (status, conditions, history) and the route weights to ``path``."""
+    custom = k8s.CustomObjectsApi(api)
+    pool = await custom.get_namespaced_custom_object(
+        POOL_GROUP, POOL_VERSION, world.namespace, POOL_PLURAL, world.pool_name
+    )
+    text = json.dumps({"pool": pool, "route": await reader.read()}, indent=2, default=str)
+    await asyncio.to_thread(path.write_text, text)
 
 
 async def measure_period(
@@ -226,6 +264,7 @@ async def measure_period(
     period_s: int,
     kinds: tuple[str, ...],
     budget_s: float,
+    stuck_failbacks: list[dict[str, Any]],
 ) -> dict[str, list[tuple[float, float, float, int]]]:
     """RUNS_PER_PERIOD outages of each kind with probe period ``period_s``, in as many fresh
     worlds as the flap guard needs (MAX_OUTAGES_PER_WORLD); stops after ``budget_s``."""
@@ -243,6 +282,7 @@ async def measure_period(
             runs_per_kind=wanted,
             workdir=WORKDIR / f"period-{period_s}-{'-'.join(kinds)}-{chunk}".replace(" ", "_"),
             deadline=deadline,
+            stuck_failbacks=stuck_failbacks,
         )
         for kind, kind_runs in got.items():
             runs[kind].extend(kind_runs)
@@ -523,10 +563,13 @@ def merge_parts() -> Path:
     raw: dict[str, list[Any]] = {}
     loads: dict[str, list[dict[str, float]]] = {}
     commits: list[str] = []
+    stuck: list[dict[str, Any]] = []
     budget_s = 0.0
     for part in sorted(WORKDIR.glob("part-*.json")):
         stored = json.loads(part.read_text())
-        raw.update(stored["raw_runs_s"])
+        for key, runs in stored["raw_runs_s"].items():
+            raw.setdefault(key, []).extend(runs)  # a setting may be split over parts
+        stuck.extend(stored.get("failbacks_stuck", []))
         loads.update(stored["load_average"])
         budget_s = max(budget_s, stored["budget_s"])
         commit = stored.get("commit") or os.environ.get("BENCH_MEASURED_COMMIT", "unknown")
@@ -540,6 +583,13 @@ def merge_parts() -> Path:
         return int(period.rstrip("s")), OUTAGE_KINDS.index(kind)
 
     ordered = {key: raw[key] for key in sorted(raw, key=setting)}
+    if stuck:
+        setup += (
+            f"\n\nFailbacks that did not finish within {RUN_TIMEOUT_S:.0f} s (the world ended "
+            f"there, its runs kept, the series went on in a fresh world): {len(stuck)} ("
+            + "; ".join(f"{s['period_s']} s, {s['kind']}, onset {s['onset']:.0f}" for s in stuck)
+            + "); the pool objects are in the work directory."
+        )
     return write(ordered, loads, budget_s=budget_s, commits=commits, setup=setup)
 
 
@@ -567,6 +617,7 @@ def main() -> int:
     kinds = tuple(KINDS_BY_KEY[key] for key in KIND_KEYS)
     raw: dict[str, list[tuple[float, float, float, int]]] = {}
     loads: dict[str, list[dict[str, float]]] = {}
+    stuck_failbacks: list[dict[str, Any]] = []
     budget_per_period_s = BUDGET_S / len(PROBE_PERIODS_S)
     with running_sandbox(workdir=WORKDIR / f"sandbox{PART_NAME}") as sandbox:
         clouds = {"aws": sandbox.clusters["aws"], "gcp": sandbox.clusters["gcp"]}
@@ -579,6 +630,7 @@ def main() -> int:
                     period_s=period_s,
                     kinds=kinds,
                     budget_s=budget_per_period_s,
+                    stuck_failbacks=stuck_failbacks,
                 )
             )
             loads[f"{period_s}s/{'+'.join(KIND_KEYS)}"] = [load_before, load_average()]
@@ -592,6 +644,7 @@ def main() -> int:
                     "load_average": loads,
                     "budget_s": BUDGET_S,
                     "commit": measured_commit(),
+                    "failbacks_stuck": stuck_failbacks,
                 }
                 part.write_text(json.dumps(stored))
                 print(f"wrote {part}", flush=True)
