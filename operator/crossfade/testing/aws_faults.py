@@ -20,6 +20,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
+from crossfade.testing.loopback import (
+    LoopbackServer,
+    Reply,
+    end_to_end_headers,
+    exchange,
+    send_reply,
+)
+
 FaultKind = Literal["server_error", "throttle", "latency", "lost_reply", "rewrite_reply"]
 WireProtocol = Literal["rest-json", "query", "rest-xml"]
 
@@ -51,7 +59,6 @@ _REST_OPERATIONS: tuple[tuple[str, re.Pattern[str], str, WireProtocol], ...] = (
     ("POST", re.compile(r"^/2013-04-01/healthcheck/?$"), "CreateHealthCheck", "rest-xml"),
     ("POST", re.compile(r"^/2013-04-01/hostedzone/?$"), "CreateHostedZone", "rest-xml"),
 )
-_HOP_HEADERS = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length"})
 
 
 def operation_of(method: str, path: str, body: bytes) -> tuple[str, WireProtocol]:
@@ -137,22 +144,18 @@ class FaultProxy:
         self._upstream_host = parsed.hostname or "127.0.0.1"
         self._upstream_port = parsed.port or 80
         self._state = _State()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server = LoopbackServer(self._handler_class(), name="aws-fault-proxy")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def start(self) -> FaultProxy:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.stop()
 
     def add(self, fault: Fault) -> Fault:
         """Add a fault rule (rules are tried in the order added)."""
@@ -194,20 +197,11 @@ class FaultProxy:
         with self._state.lock:
             self._state.requests.append(request)
 
-    def _forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         connection = http.client.HTTPConnection(
             self._upstream_host, self._upstream_port, timeout=30
         )
-        try:
-            connection.request(method, path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_HEADERS]
-            return response.status, kept, payload
-        finally:
-            connection.close()
+        return exchange(connection, method=method, path=path, headers=headers, body=body)
 
     def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
         proxy = self
@@ -223,7 +217,7 @@ class FaultProxy:
                 body = self.rfile.read(length) if length else b""
                 operation, protocol = operation_of(self.command, self.path, body)
                 fault = proxy._take_fault(operation)
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                headers = dict(end_to_end_headers(self.headers.items()))
                 if fault is not None and fault.kind == "latency":
                     time.sleep(fault.delay_s)
                 if fault is not None and fault.kind in ("server_error", "throttle"):
@@ -270,12 +264,7 @@ class FaultProxy:
                 self._send(status, list(headers.items()), payload)
 
             def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_reply(self, status, headers, payload)
 
             do_GET = _handle  # noqa: N815
             do_POST = _handle  # noqa: N815

@@ -34,12 +34,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 from google.cloud import container_v1
 from google.protobuf import json_format
 from google.rpc import status_pb2
+
+from crossfade.testing.loopback import LoopbackServer, send_reply
 
 NODE_POOL_PATH = re.compile(
     r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/clusters/[^/]+/nodePools/[^/:]+)"
@@ -48,7 +50,6 @@ NODE_POOL_PATH = re.compile(
 NODE_POOLS_PATH = re.compile(
     r"^/v1/(?P<parent>projects/[^/]+/locations/[^/]+/clusters/[^/]+)/nodePools$"
 )
-SHUTDOWN_POLL_INTERVAL_S = 0.05
 OPERATION_PATH = re.compile(r"^/v1/(?P<name>projects/[^/]+/locations/[^/]+/operations/[^/]+)$")
 STOCKOUT_MESSAGE = (
     "Instance '{pool}-{zone}' creation failed: The zone '{zone}' does not have enough "
@@ -114,6 +115,19 @@ class PoolRecord:
     quota_exhausted: bool = False
     # As sent on create: machine type, Kubernetes labels, taints, resource labels, ...
     config: container_v1.NodeConfig | None = None
+
+    def fail_for_capacity(self, *, status: int, code: int, message: str) -> str:
+        """Leave the pool failed for want of capacity, as GCE reports it; return ``message``."""
+        self.status = status
+        self.status_message = message
+        self.conditions = [
+            container_v1.StatusCondition(
+                code=code,
+                message=message,
+                canonical_code=GRPC_CODE_BY_STATUS["RESOURCE_EXHAUSTED"],
+            )
+        ]
+        return message
 
     def to_message(self) -> container_v1.NodePool:
         short = self.name.rsplit("/", 1)[-1]
@@ -349,17 +363,11 @@ class GKEState:
 
             def apply() -> str:
                 if machine_type in self.stockout_machine_types:
-                    message = STOCKOUT_MESSAGE.format(pool=node_pool.name, zone=zones[0])
-                    pool.status = NodePoolStatus.ERROR
-                    pool.status_message = message
-                    pool.conditions = [
-                        container_v1.StatusCondition(
-                            code=ConditionCode.GCE_STOCKOUT,
-                            message=message,
-                            canonical_code=GRPC_CODE_BY_STATUS["RESOURCE_EXHAUSTED"],
-                        )
-                    ]
-                    return message
+                    return pool.fail_for_capacity(
+                        status=NodePoolStatus.ERROR,
+                        code=ConditionCode.GCE_STOCKOUT,
+                        message=STOCKOUT_MESSAGE.format(pool=node_pool.name, zone=zones[0]),
+                    )
                 pool.status = NodePoolStatus.RUNNING
                 pool.node_count = pool.initial_node_count
                 return ""
@@ -469,30 +477,19 @@ class GKEState:
             pool.node_count = node_count
             return ""
         if pool.quota_exhausted:
-            pool.status = NodePoolStatus.RUNNING_WITH_ERROR
-            pool.status_message = QUOTA_MESSAGE
-            pool.conditions = [
-                container_v1.StatusCondition(
-                    code=ConditionCode.GCE_QUOTA_EXCEEDED,
-                    message=QUOTA_MESSAGE,
-                    canonical_code=GRPC_CODE_BY_STATUS["RESOURCE_EXHAUSTED"],
-                )
-            ]
-            return QUOTA_MESSAGE
+            return pool.fail_for_capacity(
+                status=NodePoolStatus.RUNNING_WITH_ERROR,
+                code=ConditionCode.GCE_QUOTA_EXCEEDED,
+                message=QUOTA_MESSAGE,
+            )
         stocked_out = [zone for zone in pool.zones if zone in pool.stockout_zones]
         if stocked_out:
             short = pool.name.rsplit("/", 1)[-1]
-            message = STOCKOUT_MESSAGE.format(pool=short, zone=stocked_out[0])
-            pool.status = NodePoolStatus.RUNNING_WITH_ERROR
-            pool.status_message = message
-            pool.conditions = [
-                container_v1.StatusCondition(
-                    code=ConditionCode.GCE_STOCKOUT,
-                    message=message,
-                    canonical_code=GRPC_CODE_BY_STATUS["RESOURCE_EXHAUSTED"],
-                )
-            ]
-            return message
+            return pool.fail_for_capacity(
+                status=NodePoolStatus.RUNNING_WITH_ERROR,
+                code=ConditionCode.GCE_STOCKOUT,
+                message=STOCKOUT_MESSAGE.format(pool=short, zone=stocked_out[0]),
+            )
         pool.node_count = node_count
         return ""
 
@@ -512,12 +509,9 @@ class _Handler(BaseHTTPRequestHandler):
         """Keep test output quiet; requests are recorded in ``GKEState.requests``."""
 
     def _reply(self, status: int, payload: str) -> None:
-        body = payload.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_reply(
+            self, status, [("Content-Type", "application/json; charset=UTF-8")], payload.encode()
+        )
 
     def _reply_message(self, result: Any) -> None:
         if isinstance(result, InjectedError):
@@ -528,12 +522,18 @@ class _Handler(BaseHTTPRequestHandler):
     def _path(self) -> str:
         return self.path.split("?", 1)[0]
 
-    def do_GET(self) -> None:
+    def _received(self, method: str, body: dict[str, Any] | None) -> str | None:
+        """Record the request and return its path; None once an injected error answered it."""
         path = self._path()
-        self.state.record(RecordedRequest("GET", path, None))
+        self.state.record(RecordedRequest(method, path, body))
         injected = self.state.take_injected_error()
         if injected is not None:
             self._reply_message(injected)
+            return None
+        return path
+
+    def do_GET(self) -> None:
+        if (path := self._received("GET", None)) is None:
             return
         if (match := NODE_POOL_PATH.match(path)) and match["verb"] is None:
             self._reply_message(self.state.get_pool(match["name"]))
@@ -547,51 +547,36 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply_message(InjectedError(404, f"no such endpoint: GET {path}", "NOT_FOUND"))
 
     def do_POST(self) -> None:
-        path = self._path()
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode() or "{}"
-        self.state.record(RecordedRequest("POST", path, json.loads(raw)))
-        injected = self.state.take_injected_error()
-        if injected is not None:
-            self._reply_message(injected)
-            return
-        if pools := NODE_POOLS_PATH.match(path):
-            try:
-                create = container_v1.CreateNodePoolRequest.from_json(
-                    raw, ignore_unknown_fields=False
-                )
-                self._check_name(create.parent, pools["parent"])
-                created: Any = self.state.create_pool(pools["parent"], create.node_pool)
-            except (json_format.ParseError, ValueError) as error:
-                created = InjectedError(400, f"Invalid JSON payload received. {error}")
-            self._reply_message(created)
-            return
-        match = NODE_POOL_PATH.match(path)
-        if match is None or match["verb"] is None:
-            self._reply_message(InjectedError(404, f"no such endpoint: POST {path}", "NOT_FOUND"))
+        if (path := self._received("POST", json.loads(raw))) is None:
             return
         try:
-            if match["verb"] == "setSize":
-                size_request = container_v1.SetNodePoolSizeRequest.from_json(
-                    raw, ignore_unknown_fields=False
-                )
-                self._check_name(size_request.name, match["name"])
-                result: Any = self.state.set_size(match["name"], size_request.node_count)
-            else:
-                scaling_request = container_v1.SetNodePoolAutoscalingRequest.from_json(
-                    raw, ignore_unknown_fields=False
-                )
-                self._check_name(scaling_request.name, match["name"])
-                result = self.state.set_autoscaling(match["name"], scaling_request.autoscaling)
+            result = self._post(path, raw)
         except (json_format.ParseError, ValueError) as error:
             result = InjectedError(400, f"Invalid JSON payload received. {error}")
         self._reply_message(result)
 
+    def _post(self, path: str, raw: str) -> Any:
+        """Serve a POST: parse its body strictly as the real request type, then act on it."""
+        if pools := NODE_POOLS_PATH.match(path):
+            create = container_v1.CreateNodePoolRequest.from_json(raw, ignore_unknown_fields=False)
+            self._check_name(create.parent, pools["parent"])
+            return self.state.create_pool(pools["parent"], create.node_pool)
+        match = NODE_POOL_PATH.match(path)
+        if match is None or match["verb"] is None:
+            return InjectedError(404, f"no such endpoint: POST {path}", "NOT_FOUND")
+        if match["verb"] == "setSize":
+            size = container_v1.SetNodePoolSizeRequest.from_json(raw, ignore_unknown_fields=False)
+            self._check_name(size.name, match["name"])
+            return self.state.set_size(match["name"], size.node_count)
+        scaling = container_v1.SetNodePoolAutoscalingRequest.from_json(
+            raw, ignore_unknown_fields=False
+        )
+        self._check_name(scaling.name, match["name"])
+        return self.state.set_autoscaling(match["name"], scaling.autoscaling)
+
     def do_DELETE(self) -> None:
-        path = self._path()
-        self.state.record(RecordedRequest("DELETE", path, None))
-        injected = self.state.take_injected_error()
-        if injected is not None:
-            self._reply_message(injected)
+        if (path := self._received("DELETE", None)) is None:
             return
         if (match := NODE_POOL_PATH.match(path)) and match["verb"] is None:
             self._reply_message(self.state.delete_pool_request(match["name"]))
@@ -610,28 +595,18 @@ class GKEServer:
     def __init__(self, state: GKEState | None = None) -> None:
         self.state = state or GKEState()
         handler = type("BoundHandler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL_S},
-            name="gke-server",
-            daemon=True,
-        )
+        self._server = LoopbackServer(handler, name="gke-server")
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def start(self) -> GKEServer:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.stop()
 
     def __enter__(self) -> GKEServer:
         return self.start()

@@ -26,15 +26,22 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from crossfade.testing.loopback import (
+    HOP_HEADERS,
+    LoopbackServer,
+    Reply,
+    end_to_end_headers,
+    exchange,
+    send_reply,
+)
+
 THROTTLE_MESSAGE = "Too many requests, please try again later."
-SHUTDOWN_POLL_INTERVAL_S = 0.05
 UPSTREAM_TIMEOUT_S = 30.0
 STREAM_READ_BYTES = 64 * 1024
 # How often a held (stalled) watch connection checks whether its client has gone.
 HOLD_POLL_INTERVAL_S = 0.2
-_HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
-)
+# The apiserver's own Host, not the proxy's, goes upstream.
+_HOP_HEADERS = HOP_HEADERS | {"host"}
 
 
 def throttled_body(retry_after_s: int) -> bytes:
@@ -91,19 +98,11 @@ class KubeFaultProxy:
         # (monotonic time, method, path, body) of every request that is not a watch.
         self.requests: list[tuple[float, str, str, bytes]] = []
         self._stopping = threading.Event()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL_S},
-            name="kube-fault-proxy",
-            daemon=True,
-        )
+        self._server = LoopbackServer(self._handler_class(), name="kube-fault-proxy")
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self._server.url
 
     def kubeconfig(self) -> dict[str, Any]:
         """Return a kubeconfig pointing at the proxy (it adds the admin identity upstream)."""
@@ -117,14 +116,12 @@ class KubeFaultProxy:
         }
 
     def start(self) -> KubeFaultProxy:
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._server.stop()
 
     def throttle_next(self, times: int = 1, *, retry_after_s: int = 1) -> None:
         """Answer the next ``times`` requests with 429 TooManyRequests."""
@@ -156,20 +153,13 @@ class KubeFaultProxy:
             self.throttled += 1
             return self._retry_after_s
 
-    def _forward(
-        self, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         connection = http.client.HTTPSConnection(
             self._host, self._port, context=self._ssl, timeout=UPSTREAM_TIMEOUT_S
         )
-        try:
-            connection.request(method, path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
-            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_HEADERS]
-            return response.status, kept, payload
-        finally:
-            connection.close()
+        return exchange(
+            connection, method=method, path=path, headers=headers, body=body, hop=_HOP_HEADERS
+        )
 
     def _stream_watch(self, handler: http.server.BaseHTTPRequestHandler, body: bytes) -> None:
         """Relay a watch response chunk by chunk; hold the client silently once stalled."""
@@ -177,7 +167,7 @@ class KubeFaultProxy:
         with self._lock:
             self.forwarded += 1
             self.watches.append(stream)
-        headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
+        headers = dict(end_to_end_headers(handler.headers.items(), hop=_HOP_HEADERS))
         # No read timeout: a watch is quiet for as long as nothing changes.
         upstream = http.client.HTTPSConnection(self._host, self._port, context=self._ssl)
         stream.upstream = upstream
@@ -187,14 +177,13 @@ class KubeFaultProxy:
                 response = upstream.getresponse()
             except OSError as error:
                 if not stream.stalled:
-                    _send_plain(handler, 502, str(error).encode())
+                    send_reply(handler, 502, [("Content-Type", "text/plain")], str(error).encode())
                     return
                 response = None
             handler.send_response(response.status if response is not None else 200)
             if response is not None:
-                for key, value in response.getheaders():
-                    if key.lower() not in _HOP_HEADERS:
-                        handler.send_header(key, value)
+                for key, value in end_to_end_headers(response.getheaders(), hop=_HOP_HEADERS):
+                    handler.send_header(key, value)
             handler.send_header("Transfer-Encoding", "chunked")
             handler.end_headers()
             handler.wfile.flush()
@@ -259,7 +248,7 @@ class KubeFaultProxy:
                         throttled_body(retry_after_s),
                     )
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+                headers = dict(end_to_end_headers(self.headers.items(), hop=_HOP_HEADERS))
                 try:
                     status, reply_headers, payload = proxy._forward(
                         self.command, self.path, headers, body
@@ -270,12 +259,7 @@ class KubeFaultProxy:
                 self._send(status, reply_headers, payload)
 
             def _send(self, status: int, headers: list[tuple[str, str]], payload: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_reply(self, status, headers, payload)
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
@@ -291,11 +275,3 @@ def _cut(connection: http.client.HTTPSConnection | None) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         return
-
-
-def _send_plain(handler: http.server.BaseHTTPRequestHandler, status: int, text: bytes) -> None:
-    handler.send_response(status)
-    handler.send_header("Content-Type", "text/plain")
-    handler.send_header("Content-Length", str(len(text)))
-    handler.end_headers()
-    handler.wfile.write(text)
