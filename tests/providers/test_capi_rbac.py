@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,7 @@ def build(built: list[Any], wire: dict[str, Any], context: ProviderContext) -> A
 
 SCALE_ROLE = "crossfade-capacity"
 PROVISIONING_ROLE = "crossfade-provisioning"
+FLEET_SECRET = "fleet-kubeconfig"
 
 
 def documented_roles() -> dict[str, dict[str, Any]]:
@@ -129,6 +130,31 @@ def grant_documented_role(
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
     cluster.apply_manifest([role, binding])
+
+
+@pytest.fixture
+def fleet_identity(
+    management_cluster: TestCluster, namespace: str, fleet: str
+) -> Callable[..., str]:
+    """Return ``store(cluster, account=, roles=)``: bind ServiceAccount ``account`` of the fleet
+    namespace to the documented ``roles``, store its kubeconfig in the pool's namespace as
+    Secret FLEET_SECRET, and return the Secret's name."""
+
+    def store(
+        cluster: TestCluster, *, account: str = "cf", roles: tuple[str, ...] = (SCALE_ROLE,)
+    ) -> str:
+        kubeconfig = service_account_kubeconfig(cluster, namespace=fleet, name=account)
+        for role in roles:
+            grant_documented_role(cluster, namespace=fleet, account=account, name=role)
+        store_secret(
+            management_cluster,
+            namespace,
+            FLEET_SECRET,
+            {"value": yaml.safe_dump(kubeconfig).encode()},
+        )
+        return FLEET_SECRET
+
+    return store
 
 
 def may(cluster: TestCluster, *, namespace: str, account: str, verb: str) -> bool:
@@ -159,22 +185,14 @@ def templated_placement(secret: str, *, namespace: str) -> dict[str, Any]:
 
 
 async def test_documented_role_is_enough_to_describe_and_scale(
-    management_cluster: TestCluster,
     capi_conformance_cluster: TestCluster,
-    namespace: str,
     fleet: str,
+    fleet_identity: Callable[..., str],
     context: ProviderContext,
     built: list[Any],
 ) -> None:
-    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
-    grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf")
-    store_secret(
-        management_cluster,
-        namespace,
-        "fleet-kubeconfig",
-        {"value": yaml.safe_dump(kubeconfig).encode()},
-    )
-    provider = build(built, placement("fleet-kubeconfig", namespace=fleet), context)
+    secret = fleet_identity(capi_conformance_cluster)
+    provider = build(built, placement(secret, namespace=fleet), context)
     assert (await provider.describe()).desired == 1
     result = await provider.scale(desired=3, token="t1")
     assert result.changed
@@ -182,23 +200,14 @@ async def test_documented_role_is_enough_to_describe_and_scale(
 
 
 async def test_identity_without_the_role_is_permission_denied(
-    management_cluster: TestCluster,
     capi_conformance_cluster: TestCluster,
-    namespace: str,
     fleet: str,
+    fleet_identity: Callable[..., str],
     context: ProviderContext,
     built: list[Any],
 ) -> None:
-    kubeconfig = service_account_kubeconfig(
-        capi_conformance_cluster, namespace=fleet, name="nobody"
-    )
-    store_secret(
-        management_cluster,
-        namespace,
-        "fleet-kubeconfig",
-        {"value": yaml.safe_dump(kubeconfig).encode()},
-    )
-    provider = build(built, placement("fleet-kubeconfig", namespace=fleet), context)
+    secret = fleet_identity(capi_conformance_cluster, account="nobody", roles=())
+    provider = build(built, placement(secret, namespace=fleet), context)
     with pytest.raises(PermissionDenied) as denied:
         await provider.describe()
     assert denied.value.code == "Forbidden"
@@ -238,10 +247,9 @@ async def test_broken_secret_is_an_invalid_request_that_never_shows_its_content(
 
 
 async def test_documented_roles_are_enough_to_create_adopt_list_and_delete(
-    management_cluster: TestCluster,
     capi_templates_cluster: TestCluster,
-    namespace: str,
     fleet: str,
+    fleet_identity: Callable[..., str],
     context: ProviderContext,
     built: list[Any],
 ) -> None:
@@ -251,16 +259,8 @@ async def test_documented_roles_are_enough_to_create_adopt_list_and_delete(
         fleet,
         infrastructure=(capi_provisioning_support.P5, capi_provisioning_support.P4D),
     )
-    kubeconfig = service_account_kubeconfig(cluster, namespace=fleet, name="cf")
-    for role in (SCALE_ROLE, PROVISIONING_ROLE):
-        grant_documented_role(cluster, namespace=fleet, account="cf", name=role)
-    store_secret(
-        management_cluster,
-        namespace,
-        "fleet-kubeconfig",
-        {"value": yaml.safe_dump(kubeconfig).encode()},
-    )
-    wire = templated_placement("fleet-kubeconfig", namespace=fleet)
+    secret = fleet_identity(cluster, roles=(SCALE_ROLE, PROVISIONING_ROLE))
+    wire = templated_placement(secret, namespace=fleet)
     provisioner = capi_provisioner.build(wire, context)
     built.append(provisioner)
     owner = capi_provisioning_support.new_owner()
@@ -270,32 +270,24 @@ async def test_documented_roles_are_enough_to_create_adopt_list_and_delete(
     adopted = await provisioner.ensure(owner=owner, template=template, deletion_policy=policy)
     assert created.created and adopted.adopted and adopted.name == created.name
     assert [group.name for group in await provisioner.list_owned()] == [created.name]
-    scaled = build(built, {**placement("fleet-kubeconfig", namespace=fleet)}, context)
+    scaled = build(built, {**placement(secret, namespace=fleet)}, context)
     assert (await scaled.describe()).desired == 1  # the team's `gpu`, next to ours
     assert await provisioner.delete_owned(name=created.name, owner=owner)
     assert await provisioner.list_owned() == []
 
 
 async def test_scale_only_role_cannot_create(
-    management_cluster: TestCluster,
     capi_conformance_cluster: TestCluster,
-    namespace: str,
     fleet: str,
+    fleet_identity: Callable[..., str],
     context: ProviderContext,
     built: list[Any],
 ) -> None:
-    kubeconfig = service_account_kubeconfig(capi_conformance_cluster, namespace=fleet, name="cf")
-    grant_documented_role(capi_conformance_cluster, namespace=fleet, account="cf")
-    store_secret(
-        management_cluster,
-        namespace,
-        "fleet-kubeconfig",
-        {"value": yaml.safe_dump(kubeconfig).encode()},
-    )
+    secret = fleet_identity(capi_conformance_cluster)
     for verb in ("create", "delete", "list"):
         assert not may(capi_conformance_cluster, namespace=fleet, account="cf", verb=verb)
     assert may(capi_conformance_cluster, namespace=fleet, account="cf", verb="get")
-    wire = templated_placement("fleet-kubeconfig", namespace=fleet)
+    wire = templated_placement(secret, namespace=fleet)
     provisioner = capi_provisioner.build(wire, context)
     built.append(provisioner)
     with pytest.raises(PermissionDenied) as denied:
