@@ -18,18 +18,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
-from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
+from crossfade.providers.errors import InvalidRequest
 from crossfade.providers.kubeconfig import (
     KUBECONFIG_SECRET_KEY,
-    TRANSPORT_ERRORS,
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
     close_source,
-    map_api_exception,
+    kube_call,
 )
 from crossfade.providers.registry import placement_member
 
@@ -179,29 +177,25 @@ class ClusterAPIProvider:
         return client.CustomObjectsApi(await self._api())
 
     async def _get(self) -> dict[str, Any]:
-        try:
-            found: dict[str, Any] = await (await self._custom()).get_namespaced_custom_object(
+        found: dict[str, Any] = await kube_call(
+            f"get MachineDeployment {self.name}",
+            (await self._custom()).get_namespaced_custom_object(
                 GROUP, VERSION, self.ref.namespace, MACHINE_DEPLOYMENTS, self.ref.name
-            )
-        except ApiException as error:
-            raise map_api_exception(error, what=f"get MachineDeployment {self.name}") from None
-        except TRANSPORT_ERRORS as error:
-            raise ProviderUnavailable(f"get MachineDeployment {self.name}: {error}") from None
+            ),
+        )
         return found
 
     async def _machines(self) -> list[dict[str, Any]]:
-        try:
-            listed = await (await self._custom()).list_namespaced_custom_object(
+        listed = await kube_call(
+            f"list Machines of {self.name}",
+            (await self._custom()).list_namespaced_custom_object(
                 GROUP,
                 VERSION,
                 self.ref.namespace,
                 MACHINES,
                 label_selector=f"{DEPLOYMENT_NAME_LABEL}={self.ref.name}",
-            )
-        except ApiException as error:
-            raise map_api_exception(error, what=f"list Machines of {self.name}") from None
-        except TRANSPORT_ERRORS as error:
-            raise ProviderUnavailable(f"list Machines of {self.name}: {error}") from None
+            ),
+        )
         items: list[dict[str, Any]] = listed.get("items", [])
         return items
 
@@ -249,10 +243,11 @@ class ClusterAPIProvider:
         previous = int((deployment.get("spec") or {}).get("replicas", 0))
         if previous == desired:
             return ScaleResult(desired=desired, changed=False, previous=previous, token=token)
-        try:
-            # An absolute replica count through the scale subresource: replaying the same
-            # request (same token after a lost reply) sets the same value again, harmlessly.
-            await (await self._custom()).patch_namespaced_custom_object_scale(
+        # An absolute replica count through the scale subresource: replaying the same
+        # request (same token after a lost reply) sets the same value again, harmlessly.
+        await kube_call(
+            f"scale {self.name}",
+            (await self._custom()).patch_namespaced_custom_object_scale(
                 GROUP,
                 VERSION,
                 self.ref.namespace,
@@ -260,11 +255,8 @@ class ClusterAPIProvider:
                 self.ref.name,
                 {"spec": {"replicas": desired}},
                 **MERGE_PATCH_OPTIONS,
-            )
-        except ApiException as error:
-            raise map_api_exception(error, what=f"scale {self.name}") from None
-        except TRANSPORT_ERRORS as error:
-            raise ProviderUnavailable(f"scale {self.name}: {error}") from None
+            ),
+        )
         return ScaleResult(
             desired=desired,
             changed=True,

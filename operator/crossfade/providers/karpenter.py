@@ -19,24 +19,22 @@ from __future__ import annotations
 import datetime
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from crossfade.providers.base import HealthIssue, NodeGroupState, ScaleResult
-from crossfade.providers.errors import InvalidRequest, ProviderUnavailable
+from crossfade.providers.errors import InvalidRequest
 from crossfade.providers.kubeconfig import (
     KUBECONFIG_SECRET_KEY,
-    TRANSPORT_ERRORS,
     ApiClientSource,
     SecretKubeconfigClient,
     as_source,
     close_source,
-    map_api_exception,
+    kube_call,
 )
 from crossfade.providers.registry import placement_member
 
@@ -201,13 +199,8 @@ class KarpenterNodePoolProvider:
     def name(self) -> str:
         return f"karpenter/{self.ref.name}"
 
-    async def _guard(self, what: str, call: Any) -> Any:
-        try:
-            return await call
-        except ApiException as error:
-            raise map_api_exception(error, what=f"{what} of {self.name}") from None
-        except TRANSPORT_ERRORS as error:
-            raise ProviderUnavailable(f"{what} of {self.name}: {error}") from None
+    async def _guard(self, what: str, call: Awaitable[Any]) -> Any:
+        return await kube_call(f"{what} of {self.name}", call)
 
     async def _get(self, custom: client.CustomObjectsApi) -> dict[str, Any]:
         pool: dict[str, Any] = await self._guard(

@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import yaml
@@ -34,6 +34,7 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     aiohttp.ClientError,
     asyncio.TimeoutError,
 )
+_T = TypeVar("_T")
 KUBECONFIG_SECRET_KEY = "value"  # noqa: S105 (a key name, not a secret)
 KUBECONFIG_SECRET_SUFFIX = "-kubeconfig"  # noqa: S105 (a name suffix, not a secret)
 
@@ -41,6 +42,16 @@ KUBECONFIG_SECRET_SUFFIX = "-kubeconfig"  # noqa: S105 (a name suffix, not a sec
 def capi_kubeconfig_secret_name(cluster_name: str) -> str:
     """Return the Secret name Cluster API gives a cluster's admin kubeconfig."""
     return f"{cluster_name}{KUBECONFIG_SECRET_SUFFIX}"
+
+
+async def kube_call(what: str, call: Awaitable[_T]) -> _T:
+    """Await one Kubernetes API call; its failures become provider errors naming ``what``."""
+    try:
+        return await call
+    except ApiException as error:
+        raise map_api_exception(error, what=what) from None
+    except TRANSPORT_ERRORS as error:
+        raise ProviderUnavailable(f"{what}: {error!r}") from None
 
 
 def map_api_exception(error: ApiException, *, what: str) -> ProviderError:
@@ -112,12 +123,10 @@ async def read_kubeconfig_secret(
 ) -> dict[str, Any]:
     """Read and parse the kubeconfig stored under ``key`` in Secret ``namespace/name``."""
     source = f"Secret {namespace}/{name} key {key!r}"
-    try:
-        secret = await client.CoreV1Api(api).read_namespaced_secret(name, namespace)
-    except ApiException as error:
-        raise map_api_exception(error, what=f"read Secret {namespace}/{name}") from None
-    except TRANSPORT_ERRORS as error:
-        raise ProviderUnavailable(f"read Secret {namespace}/{name}: {error!r}") from None
+    secret = await kube_call(
+        f"read Secret {namespace}/{name}",
+        client.CoreV1Api(api).read_namespaced_secret(name, namespace),
+    )
     encoded = (secret.data or {}).get(key)
     if encoded is None:
         raise InvalidRequest(f"{source} is missing")
