@@ -48,6 +48,12 @@ EXIT_LOST_LEADERSHIP = 3
 COMPONENT = "crossfade"
 # SIGTERM: the kubelet stopping the pod; SIGINT: Ctrl-C when run by hand.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# Connections one ApiClient keeps to the management apiserver (kubernetes_asyncio's default
+# is 100). Each kept-alive TLS connection costs ~300 KiB of RSS (asyncio's 256 KiB read buffer
+# and OpenSSL's state; bench/results/client_memory.md), and pool passes that run at the same
+# moment opened one each and kept them: ~1 per pool up to the cap. Requests beyond the cap
+# wait for a free connection; 32 carry far more than the ~40 writes/s of 1000 pools.
+API_CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,7 @@ async def make_api_client() -> Any:
         k8s_config.load_incluster_config(client_configuration=configuration)
     except ConfigException:
         await k8s_config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = API_CONNECTIONS
     return k8s.ApiClient(configuration)
 
 

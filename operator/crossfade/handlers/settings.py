@@ -21,6 +21,10 @@ WATCH_CONNECT_TIMEOUT_S = 10
 WATCH_INACTIVITY_TIMEOUT_S = 120.0
 REQUEST_TIMEOUT_S = 30
 WORKER_IDLE_TIMEOUT_S = 5.0
+# kopf posts each object's Events from its own worker over a session without a connection
+# limit, so Events of many pools at once opened a TLS connection each (~300 KiB of RSS while
+# kept alive). Capped; Events of further pools wait their turn, watch handling does not.
+EVENT_POSTING_WORKERS = 16
 # Annotations crossfade writes itself: they must not count as spec changes.
 IGNORED_DIFF_FIELDS = (("metadata", "annotations"), ("status",))
 
@@ -49,6 +53,7 @@ def configure(settings: Any, *, component: str, instance: str) -> None:
     settings.posting.reporting_component = component
     settings.posting.reporting_instance = instance
     settings.posting.event_name_prefix = "crossfade-"
+    settings.posting.worker_limit = EVENT_POSTING_WORKERS
     # HA is a Lease held by the process (handlers.leadership), not kopf peering.
     settings.peering.standalone = True
 
