@@ -40,7 +40,10 @@ def keep_sync_kubernetes_client_out() -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     keep_sync_kubernetes_client_out()
     from crossfade.handlers.process import RunConfig, run_operator
+    from crossfade.handlers.tls_buffers import shrink_tls_read_buffers
     from crossfade.logging import configure_logging
+
+    shrink_tls_read_buffers()
 
     configure_logging(level=logging.DEBUG if args.verbose else logging.INFO)
     config = RunConfig(
