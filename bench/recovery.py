@@ -183,6 +183,7 @@ async def measure_in_world(
     kinds: tuple[str, ...],
     runs_per_kind: int,
     workdir: Path,
+    namespace: str,
     deadline: float,
     stuck_failbacks: list[dict[str, Any]],
 ) -> dict[str, list[tuple[float, float, float, int]]]:
@@ -204,11 +205,19 @@ async def measure_in_world(
         initial_nodes={STANDBY: STANDBY_WARM_NODES},
     )
     runs: dict[str, list[tuple[float, float, float, int]]] = {kind: [] for kind in kinds}
+    # A namespace per world: the pool's engine state, with the transition history the flap
+    # guard counts, is an annotation on the pool, which a world leaves behind when it stops.
+    # In one shared namespace the next world's pool started with the old history, and its
+    # failbacks were held once 58 transitions were within the hour (maxFailoversPerHour 60).
+    await asyncio.to_thread(
+        management.apply_manifest,
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
     async with running_world(
         management=management,
         clouds=clouds,
         documents=bench_documents(),
-        namespace="default",
+        namespace=namespace,
         knobs=knobs,
         workdir=workdir,
     ) as world:
@@ -281,6 +290,7 @@ async def measure_period(
             kinds=kinds,
             runs_per_kind=wanted,
             workdir=WORKDIR / f"period-{period_s}-{'-'.join(kinds)}-{chunk}".replace(" ", "_"),
+            namespace=f"recovery-{period_s}s-{'-'.join(KIND_KEYS)}-{chunk}",
             deadline=deadline,
             stuck_failbacks=stuck_failbacks,
         )
