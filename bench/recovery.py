@@ -580,7 +580,8 @@ def merge_parts() -> Path:
         for key, runs in stored["raw_runs_s"].items():
             raw.setdefault(key, []).extend(runs)  # a setting may be split over parts
         stuck.extend(stored.get("failbacks_stuck", []))
-        loads.update(stored["load_average"])
+        for key, pair in stored["load_average"].items():
+            loads[key if key not in loads else f"{key} ({part.stem})"] = pair
         budget_s = max(budget_s, stored["budget_s"])
         commit = stored.get("commit") or os.environ.get("BENCH_MEASURED_COMMIT", "unknown")
         if commit not in commits:
