@@ -18,6 +18,12 @@ building the routers' clients, with the Route53 client built when a router first
 (``route53_lazy``, the operator's code) or at start-up (``route53_eager``, before); each
 with and without boto3 already imported (it is, once a pool has an EKS placement).
 
+TLS connections (``handlers/process.py`` API_CONNECTIONS, ``handlers/settings.py``): an
+aiohttp session (as kubernetes_asyncio and kopf use) opens ``BENCH_TLS_CONNECTIONS``
+(default 200) concurrent HTTPS requests to a local aiohttp TLS server in another process
+(self-signed certificate made with ``cryptography``) and keeps them alive; VmRSS per kept
+connection, for small (1 KB) and large (200 KB) responses.
+
 Output: ``bench/results/client_memory.json`` and ``.md``.
 """
 
@@ -37,9 +43,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "operator"))
 
 COUNT = int(os.environ.get("BENCH_CLIENT_COUNT", "200"))
+TLS_CONNECTIONS = int(os.environ.get("BENCH_TLS_CONNECTIONS", "200"))
+TLS_BODIES = (1_000, 200_000)
 RESULTS = ROOT / "bench" / "results"
 GKE_MODES = ("gke_shared", "gke_client_per_placement")
 STARTUP_MODES = ("route53_lazy", "route53_eager", "route53_lazy_boto3", "route53_eager_boto3")
+TLS_MODES = tuple(f"tls_{body}" for body in TLS_BODIES)
 
 
 def rss_mib() -> float:
@@ -129,8 +138,128 @@ def measure_startup(mode: str) -> dict[str, Any]:
     }
 
 
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, as PEM files in ``directory``."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def tls_server(cert: str, key: str, body: int) -> None:
+    """Serve ``body`` bytes over HTTPS on a free port (printed) until stdin closes."""
+    import asyncio
+    import ssl
+
+    from aiohttp import web
+
+    async def serve() -> None:
+        app = web.Application()
+
+        async def answer(_request: web.Request) -> web.Response:
+            return web.Response(body=b"x" * body)
+
+        app.router.add_get("/", answer)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        runner = web.AppRunner(app, keepalive_timeout=600)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+        await site.start()
+        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.to_thread(sys.stdin.read)
+        await runner.cleanup()
+
+    asyncio.run(serve())
+
+
+def measure_tls(mode: str) -> dict[str, Any]:
+    import asyncio
+    import ssl
+    import tempfile
+
+    import aiohttp
+
+    body = int(mode.removeprefix("tls_"))
+    with tempfile.TemporaryDirectory() as directory:
+        cert, key = self_signed(Path(directory))
+        server = subprocess.Popen(
+            [sys.executable, __file__, "--tls-server", str(cert), str(key), str(body)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            port = int(server.stdout.readline())
+
+            async def run() -> float:
+                context = ssl.create_default_context(cafile=str(cert))
+                connector = aiohttp.TCPConnector(limit=0, ssl=context, keepalive_timeout=600)
+                async with aiohttp.ClientSession(connector=connector) as session:
+
+                    async def one() -> None:
+                        async with session.get(f"https://127.0.0.1:{port}/") as response:
+                            await response.read()
+
+                    await one()
+                    await one()
+                    before = rss_mib()
+                    await asyncio.gather(*(one() for _ in range(TLS_CONNECTIONS)))
+                    await asyncio.sleep(0.5)
+                    return (rss_mib() - before) * 1024 / TLS_CONNECTIONS
+
+            per_connection = asyncio.run(run())
+        finally:
+            assert server.stdin is not None
+            server.stdin.close()
+            server.wait(timeout=30)
+    return {
+        "mode": mode,
+        "connections": TLS_CONNECTIONS,
+        "response_bytes": body,
+        "rss_kib_per_connection": per_connection,
+    }
+
+
 def child(mode: str) -> None:
-    result = measure_gke(mode) if mode in GKE_MODES else measure_startup(mode)
+    if mode in GKE_MODES:
+        result = measure_gke(mode)
+    elif mode in TLS_MODES:
+        result = measure_tls(mode)
+    else:
+        result = measure_startup(mode)
     print(json.dumps(result))
 
 
@@ -162,7 +291,8 @@ def markdown(runs: list[dict[str, Any]], commit: str) -> str:
         "Changes measured: 7de50b8 (one GKE ClusterManagerClient per process; before, one per"
         " GKE placement, so one per pool in the bench fleet) and dc71033 (the Route53 client"
         " is built by the first Route53 router; before, at start-up). The `*_per_placement`"
-        " and `*_eager` rows reproduce the code before those commits.",
+        " and `*_eager` rows reproduce the code before those commits. The TLS table prices"
+        " the connections ee10725 caps (32 per ApiClient, 16 kopf Event workers).",
         "",
         f"## GKE placements ({COUNT}, one describe each against the local GKE REST server)",
         "",
@@ -182,6 +312,18 @@ def markdown(runs: list[dict[str, Any]], commit: str) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {r['mode']} | {r['boto3_loaded']} | {r['rss_mib']:.1f} |" for r in startup_rows]
+    lines += [
+        "",
+        f"## Kept-alive TLS connections of one aiohttp session ({TLS_CONNECTIONS} at once)",
+        "",
+        "| response bytes | RSS KiB / connection |",
+        "|---|---|",
+    ]
+    lines += [
+        f"| {r['response_bytes']} | {r['rss_kib_per_connection']:.0f} |"
+        for r in runs
+        if r["mode"] in TLS_MODES
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -189,7 +331,10 @@ def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         child(sys.argv[2])
         return 0
-    runs = [run_child(mode) for mode in (*GKE_MODES, *STARTUP_MODES)]
+    if len(sys.argv) == 5 and sys.argv[1] == "--tls-server":
+        tls_server(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return 0
+    runs = [run_child(mode) for mode in (*GKE_MODES, *STARTUP_MODES, *TLS_MODES)]
     for run in runs:
         print(json.dumps(run))
     commit = subprocess.run(
