@@ -192,23 +192,13 @@ class EksNodeGroupProvisioner:
                 raise
             self._check_owner(found, name=name, owner=owner)
             self._log("eks node group adopted after create", name=name, instance_type=instance_type)
-            return ProvisionResult(
-                name=name,
-                instance_type=instance_type,
-                created=False,
-                adopted=True,
+            return attempt.adopted(
                 status=str(found.get("status", "UNKNOWN")),
-                skipped_types=attempt.skipped,
                 create_calls=self._eks.caller.attempts["CreateNodegroup"] - before,
             )
         self._log("eks node group created", name=name, instance_type=instance_type)
-        return ProvisionResult(
-            name=name,
-            instance_type=instance_type,
-            created=True,
-            adopted=False,
+        return attempt.created(
             status=str(created.get("status", "CREATING")),
-            skipped_types=attempt.skipped,
             create_calls=self._eks.caller.attempts["CreateNodegroup"] - before,
         )
 

@@ -17,9 +17,9 @@ ready replica and such failures is deleted and the next infrastructure template 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -47,6 +47,7 @@ from crossfade.providers.kubeconfig import (
     ApiClientSource,
     as_source,
     close_source,
+    kube_call,
     map_api_exception,
 )
 from crossfade.providers.provisioning import (
@@ -81,7 +82,6 @@ CONFLICT = 409  # AlreadyExists on a create, a failed precondition on a delete
 GONE = 404
 DELETE_ATTEMPTS = 3
 UNREPORTED_PHASE = "Pending"  # before the controller writes status.phase
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,17 +217,9 @@ class ClusterApiProvisioner:
     async def _custom(self) -> client.CustomObjectsApi:
         return client.CustomObjectsApi(await self._api())
 
-    async def _call(self, what: str, call: Awaitable[_T]) -> _T:
-        try:
-            return await call
-        except ApiException as error:
-            raise map_api_exception(error, what=what) from None
-        except TRANSPORT_ERRORS as error:
-            raise ProviderUnavailable(f"{what}: {error!r}") from None
-
     async def _list(self, *, label_selector: str = "") -> list[dict[str, Any]]:
         custom = await self._custom()
-        listed = await self._call(
+        listed = await kube_call(
             f"list MachineDeployments in {self.namespace}",
             custom.list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, MACHINE_DEPLOYMENTS, label_selector=label_selector
@@ -239,7 +231,7 @@ class ClusterApiProvisioner:
     async def _get(self, name: str) -> dict[str, Any] | None:
         custom = await self._custom()
         try:
-            found: dict[str, Any] = await self._call(
+            found: dict[str, Any] = await kube_call(
                 f"get MachineDeployment {self.namespace}/{name}",
                 custom.get_namespaced_custom_object(
                     GROUP, VERSION, self.namespace, MACHINE_DEPLOYMENTS, name
@@ -349,27 +341,11 @@ class ClusterApiProvisioner:
                 raise map_api_exception(error, what=f"create MachineDeployment {name}") from None
             self._check_owner(found, name=name, owner=owner)
             self._log("capi machine deployment adopted after create", name)
-            return ProvisionResult(
-                name=name,
-                instance_type=instance_type,
-                created=False,
-                adopted=True,
-                status=_phase(found),
-                skipped_types=attempt.skipped,
-                create_calls=1,
-            )
+            return attempt.adopted(status=_phase(found), create_calls=1)
         except TRANSPORT_ERRORS as error:
             raise ProviderUnavailable(f"create MachineDeployment {name}: {error!r}") from None
         self._log("capi machine deployment created", name, instance_type=instance_type)
-        return ProvisionResult(
-            name=name,
-            instance_type=instance_type,
-            created=True,
-            adopted=False,
-            status=_phase(created),
-            skipped_types=attempt.skipped,
-            create_calls=1,
-        )
+        return attempt.created(status=_phase(created), create_calls=1)
 
     async def list_owned(self) -> list[OwnedNodeGroup]:
         """Return the namespace's MachineDeployments that carry all ownership labels."""

@@ -353,15 +353,7 @@ class GkeNodePoolProvisioner:
                 raise
             self._check_owner(found, name=name, owner=owner)
             self._log("gke node pool adopted after create", name=name, machine_type=machine_type)
-            return ProvisionResult(
-                name=name,
-                instance_type=machine_type,
-                created=False,
-                adopted=True,
-                status=PoolStatus(found.status).name,
-                skipped_types=attempt.skipped,
-                create_calls=1,
-            )
+            return attempt.adopted(status=PoolStatus(found.status).name, create_calls=1)
         operation = await self._wait(operation)
         status = "PROVISIONING"
         if operation.status == OperationStatus.DONE:
@@ -377,15 +369,7 @@ class GkeNodePoolProvisioner:
                 )
             status = "RUNNING"
         self._log("gke node pool created", name=name, machine_type=machine_type)
-        return ProvisionResult(
-            name=name,
-            instance_type=machine_type,
-            created=True,
-            adopted=False,
-            status=status,
-            skipped_types=attempt.skipped,
-            create_calls=1,
-        )
+        return attempt.created(status=status, create_calls=1)
 
     async def list_owned(self) -> list[OwnedNodeGroup]:
         """Return the cluster's node pools that carry all our ownership labels."""

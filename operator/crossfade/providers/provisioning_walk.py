@@ -72,6 +72,25 @@ class CreateAttempt:
         """The ownership tags (or labels) the created node group carries."""
         return self.owner.tags(deletion_policy=self.deletion_policy)
 
+    def created(self, *, status: str, create_calls: int) -> ProvisionResult:
+        """The result of this attempt when it created the candidate."""
+        return self._result(created=True, status=status, create_calls=create_calls)
+
+    def adopted(self, *, status: str, create_calls: int) -> ProvisionResult:
+        """The result of this attempt when the name was taken by an earlier create of ours."""
+        return self._result(created=False, status=status, create_calls=create_calls)
+
+    def _result(self, *, created: bool, status: str, create_calls: int) -> ProvisionResult:
+        return ProvisionResult(
+            name=self.name,
+            instance_type=self.instance_type,
+            created=created,
+            adopted=not created,
+            status=status,
+            skipped_types=self.skipped,
+            create_calls=create_calls,
+        )
+
 
 class WalkedProvisioner(Protocol[_Found]):
     """What ``ensure_node_group`` needs from a provisioner: its own kind of node group.
