@@ -184,18 +184,23 @@ class KarpenterNodePool(ApiModel):
 
 
 _PROVIDER_MEMBERS: tuple[tuple[ProviderType, str, str, str], ...] = (
-    (ProviderType.EKS_NODE_GROUP, "eksNodeGroup", "eks_node_group", "{region, cluster, nodegroup}"),
+    (
+        ProviderType.EKS_NODE_GROUP,
+        "eksNodeGroup",
+        "eks_node_group",
+        "{region, cluster and, without a template, nodegroup}",
+    ),
     (
         ProviderType.GKE_NODE_POOL,
         "gkeNodePool",
         "gke_node_pool",
-        "{project, location, cluster, nodePool}",
+        "{project, location, cluster and, without a template, nodePool}",
     ),
     (
         ProviderType.CLUSTER_API,
         "clusterAPI",
         "cluster_api",
-        "{kubeconfigSecretRef, namespace, machineDeployment}",
+        "{kubeconfigSecretRef, namespace and, without a template, machineDeployment}",
     ),
     (ProviderType.KARPENTER_NODE_POOL, "karpenterNodePool", "karpenter_node_pool", "{nodePool}"),
 )
