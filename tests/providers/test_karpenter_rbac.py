@@ -53,6 +53,12 @@ def account(karpenter_conformance_cluster: TestCluster) -> tuple[str, str]:
     return namespace, "crossfade"
 
 
+def account_kubeconfig(cluster: TestCluster, account: tuple[str, str]) -> dict[str, Any]:
+    """Return a kubeconfig for the ServiceAccount ``account`` (namespace, name)."""
+    sa_namespace, sa_name = account
+    return service_account_kubeconfig(cluster, namespace=sa_namespace, name=sa_name)
+
+
 def grant_documented_roles(cluster: TestCluster, *, namespace: str, account: str) -> None:
     subject = {"kind": "ServiceAccount", "name": account, "namespace": namespace}
     objects: list[dict[str, Any]] = []
@@ -123,10 +129,8 @@ async def test_documented_roles_are_enough_for_static_and_dynamic_pools(
     namespace: str,
     account: tuple[str, str],
 ) -> None:
+    kubeconfig = account_kubeconfig(karpenter_conformance_cluster, account)
     sa_namespace, sa_name = account
-    kubeconfig = service_account_kubeconfig(
-        karpenter_conformance_cluster, namespace=sa_namespace, name=sa_name
-    )
     grant_documented_roles(karpenter_conformance_cluster, namespace=sa_namespace, account=sa_name)
     static = create_pool(karpenter_conformance_cluster, replicas=1)
     dynamic = create_pool(karpenter_conformance_cluster, limits={"nvidia.com/gpu": "8"})
@@ -145,10 +149,7 @@ async def test_identity_without_the_roles_is_permission_denied(
     namespace: str,
     account: tuple[str, str],
 ) -> None:
-    sa_namespace, sa_name = account
-    kubeconfig = service_account_kubeconfig(
-        karpenter_conformance_cluster, namespace=sa_namespace, name=sa_name
-    )
+    kubeconfig = account_kubeconfig(karpenter_conformance_cluster, account)
     pool = create_pool(karpenter_conformance_cluster, replicas=1)
     async with provider_as(
         kubeconfig, management_cluster=management_cluster, namespace=namespace, pool=pool

@@ -136,7 +136,7 @@ THROTTLE_CODE_BY_PROTOCOL: dict[WireProtocol, str] = {
 }
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """A threaded HTTP proxy on 127.0.0.1 that forwards to ``upstream`` and injects faults."""
 
     def __init__(self, *, upstream: str) -> None:
@@ -144,18 +144,7 @@ class FaultProxy:
         self._upstream_host = parsed.hostname or "127.0.0.1"
         self._upstream_port = parsed.port or 80
         self._state = _State()
-        self._server = LoopbackServer(self._handler_class(), name="aws-fault-proxy")
-
-    @property
-    def url(self) -> str:
-        return self._server.url
-
-    def start(self) -> FaultProxy:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        super().__init__(self._handler_class(), name="aws-fault-proxy")
 
     def add(self, fault: Fault) -> Fault:
         """Add a fault rule (rules are tried in the order added)."""

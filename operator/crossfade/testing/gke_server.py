@@ -589,24 +589,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError(f"name in body {body_name!r} differs from URL {path_name!r}")
 
 
-class GKEServer:
+class GKEServer(LoopbackServer):
     """Run a ``GKEState`` behind a threaded HTTP server on 127.0.0.1 (use as a context manager)."""
 
     def __init__(self, state: GKEState | None = None) -> None:
         self.state = state or GKEState()
         handler = type("BoundHandler", (_Handler,), {"state": self.state})
-        self._server = LoopbackServer(handler, name="gke-server")
+        super().__init__(handler, name="gke-server")
 
     @property
     def endpoint(self) -> str:
-        return self._server.url
-
-    def start(self) -> GKEServer:
-        self._server.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.stop()
+        return self.url
 
     def __enter__(self) -> GKEServer:
         return self.start()

@@ -82,7 +82,7 @@ class WatchStream:
         return urllib.parse.urlsplit(self.path).path
 
 
-class KubeFaultProxy:
+class KubeFaultProxy(LoopbackServer):
     """Forward plain HTTP on 127.0.0.1 to an apiserver over TLS; inject faults on demand."""
 
     def __init__(self, *, upstream: str, ssl_context: ssl.SSLContext) -> None:
@@ -98,11 +98,7 @@ class KubeFaultProxy:
         # (monotonic time, method, path, body) of every request that is not a watch.
         self.requests: list[tuple[float, str, str, bytes]] = []
         self._stopping = threading.Event()
-        self._server = LoopbackServer(self._handler_class(), name="kube-fault-proxy")
-
-    @property
-    def url(self) -> str:
-        return self._server.url
+        super().__init__(self._handler_class(), name="kube-fault-proxy")
 
     def kubeconfig(self) -> dict[str, Any]:
         """Return a kubeconfig pointing at the proxy (it adds the admin identity upstream)."""
@@ -115,13 +111,10 @@ class KubeFaultProxy:
             "current-context": "proxy",
         }
 
-    def start(self) -> KubeFaultProxy:
-        self._server.start()
-        return self
-
     def stop(self) -> None:
+        """Release the held (stalled) watches, then stop serving."""
         self._stopping.set()
-        self._server.stop()
+        super().stop()
 
     def throttle_next(self, times: int = 1, *, retry_after_s: int = 1) -> None:
         """Answer the next ``times`` requests with 429 TooManyRequests."""

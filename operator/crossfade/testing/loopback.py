@@ -7,6 +7,7 @@ import http.client
 import http.server
 import threading
 from collections.abc import Iterable
+from typing import Self
 
 SHUTDOWN_POLL_INTERVAL_S = 0.05
 # Hop-by-hop headers (and the length, which the proxy sets itself) never pass a proxy as is.
@@ -16,7 +17,10 @@ Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
 class LoopbackServer:
-    """A ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) served from a daemon thread."""
+    """A ``ThreadingHTTPServer`` on 127.0.0.1 (a free port) served from a daemon thread.
+
+    The test servers and proxies are subclasses: ``url``, ``start()`` and ``stop()`` are theirs.
+    """
 
     def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], *, name: str) -> None:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -33,8 +37,9 @@ class LoopbackServer:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 
-    def start(self) -> None:
+    def start(self) -> Self:
         self._thread.start()
+        return self
 
     def stop(self) -> None:
         """Stop serving, close the socket and wait for the serving thread."""
