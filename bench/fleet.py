@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import boto3
 import yaml
 from kubernetes_asyncio import client as k8s
@@ -352,8 +353,8 @@ class Fleet:
         """``list_pools`` for the wait loops: a list the loaded apiserver times out is empty."""
         try:
             return await self.list_pools()
-        except (ApiException, OSError, TimeoutError) as exc:
-            print(f"  listing pools failed, trying again: {exc}", flush=True)
+        except (ApiException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            print(f"  listing pools failed, trying again: {type(exc).__name__}", flush=True)
             return []
 
     async def wait_all_reconciled(self, *, timeout_s: float) -> float:
