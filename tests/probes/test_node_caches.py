@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import pytest
 from kubernetes_asyncio import client
 
 from crossfade.api import Provider
 from crossfade.probes.node_caches import NodeCacheRegistry, node_labels_for
+from crossfade.probes.nodes import NodeSummary
 from crossfade.testing.controlplane import TestCluster
 
 WAIT_S = 20.0
@@ -92,6 +94,10 @@ async def test_shared_cache_stops_with_its_last_user(
         assert registry.active() == {}
 
 
+def has_nodes(count: int) -> Callable[[NodeSummary], bool]:
+    return lambda summary: summary.total == count
+
+
 async def test_node_groups_of_one_cluster_share_one_watch_and_count_apart(
     cloud_clusters: dict[str, TestCluster],
 ) -> None:
@@ -114,9 +120,7 @@ async def test_node_groups_of_one_cluster_share_one_watch_and_count_apart(
                     )
                 )
         for group, count in groups.items():
-            summary = await views[group].wait_until(
-                lambda s, n=count: s.total == n, timeout_s=WAIT_S
-            )
+            summary = await views[group].wait_until(has_nodes(count), timeout_s=WAIT_S)
             assert summary.total == count
 
         # A Node relabelled into the other group moves between the two counts.
