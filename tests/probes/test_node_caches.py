@@ -134,3 +134,37 @@ async def test_node_groups_of_one_cluster_share_one_watch_and_count_apart(
         assert emptied.total == 0
         assert view_b.observe(placement="standby").total_nodes == 2
         await registry.close()
+
+
+async def test_a_readiness_change_calls_the_listeners_of_its_group_only(
+    cloud_clusters: dict[str, TestCluster],
+) -> None:
+    """Pool passes are woken by these calls (a NotReady outage must not wait for a period)."""
+    run = uuid.uuid4().hex[:6]
+    label = "cloud.google.com/gke-nodepool"
+    api = await cloud_clusters["gcp"].async_api_client()
+    async with api:
+        registry = NodeCacheRegistry()
+        mine = registry.acquire(cluster="gcp", api=api, labels={label: f"mine-{run}"})
+        other = registry.acquire(cluster="gcp", api=api, labels={label: f"other-{run}"})
+        core = client.CoreV1Api(api)
+        name = f"mine-{run}-0"
+        await core.create_node(
+            client.V1Node(metadata=client.V1ObjectMeta(name=name, labels={label: f"mine-{run}"}))
+        )
+        await mine.wait_until(has_nodes(1), timeout_s=WAIT_S)
+        calls: dict[str, int] = {"mine": 0, "other": 0}
+        unlisten = mine.listen(lambda: calls.__setitem__("mine", calls["mine"] + 1))
+        other.listen(lambda: calls.__setitem__("other", calls["other"] + 1))
+
+        await core.patch_node(name, {"metadata": {"annotations": {"touched": "yes"}}})
+        ready = {"type": "Ready", "status": "True", "reason": "KubeletReady"}
+        await core.patch_node_status(name, {"status": {"conditions": [ready]}})
+        await mine.wait_until(lambda s: s.ready == 1, timeout_s=WAIT_S)
+        assert calls == {"mine": 1, "other": 0}  # the annotation alone told nobody
+
+        unlisten()
+        await core.patch_node(name, {"spec": {"unschedulable": True}})
+        await mine.wait_until(lambda s: s.cordoned == 1, timeout_s=WAIT_S)
+        assert calls == {"mine": 1, "other": 0}
+        await registry.close()

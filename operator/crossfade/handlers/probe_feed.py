@@ -52,6 +52,11 @@ class ScheduledProbes:
         if observation.outcome != ProbeOutcome.HEALTHY or previous != observation.outcome:
             self._on_news(pool)
 
+    def news(self, pool: str) -> None:
+        """Tell the pool's loop about news from outside the probes (a Node's readiness)."""
+        if self._on_news is not None:
+            self._on_news(pool)
+
     def feed(self, pool: str, specs: Sequence[ProbeSpec]) -> PoolProbeFeed:
         """Return the feed of ``pool`` running ``specs`` (from its first drain) and own it."""
         feed = PoolProbeFeed(self, pool=pool, specs=tuple(specs))

@@ -129,8 +129,12 @@ class NodeObserver:
         namespace: str,
         clients: SharedClients,
         node_group: Callable[[], str | None] | None = None,
+        on_change: Callable[[], object] | None = None,
     ) -> None:
         self.placement = str(placement.get("name"))
+        # Called when one of the placement's Nodes changes readiness (wakes the pool's pass).
+        self._on_change = on_change
+        self._unlisten: Callable[[], None] | None = None
         self._wire = placement
         self._namespace = namespace
         self._clients = clients
@@ -165,9 +169,12 @@ class NodeObserver:
         if self._watched_group is not None:
             wire = placement_with_node_group(wire, self._watched_group)
         self._labels = node_labels_for(Provider.model_validate(wire.get("provider") or {}))
-        return self._clients.node_caches.acquire(
+        view = self._clients.node_caches.acquire(
             cluster=self._cluster_key, api=api, labels=self._labels
         )
+        if self._on_change is not None:
+            self._unlisten = view.listen(self._on_change)
+        return view
 
     async def observe(self) -> NodeObservation | None:
         if self._node_group is not None:
@@ -191,6 +198,9 @@ class NodeObserver:
         return self._cache.observe(placement=self.placement)
 
     async def close(self) -> None:
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._cache is not None:
             self._cache = None
             await self._clients.node_caches.release(cluster=self._cluster_key, labels=self._labels)
@@ -343,6 +353,17 @@ def _probe_fn(
     return run
 
 
+def _news_of(probes: ScheduledProbes | None, *, pool: str) -> Callable[[], object] | None:
+    """The callback a Node readiness change calls: wake the pool's pass (None: no loops)."""
+    if probes is None:
+        return None
+
+    def news() -> None:
+        probes.news(pool)
+
+    return news
+
+
 def _cloud_fn(probe: CloudProbe) -> Callable[[], Any]:
     async def run() -> ProviderObservation | None:
         return await probe.observe()
@@ -489,7 +510,11 @@ async def build_runtime(
         if clients.kube_api_client is not None and placement.get("provider"):
             follow = (lambda p=provisioned: p.node_group) if provisioned is not None else None
             node_observer = NodeObserver(
-                placement=placement, namespace=namespace, clients=clients, node_group=follow
+                placement=placement,
+                namespace=namespace,
+                clients=clients,
+                node_group=follow,
+                on_change=_news_of(clients.probes, pool=f"{namespace}/{name}"),
             )
             nodes = node_observer.observe
             closers.append(node_observer.close)

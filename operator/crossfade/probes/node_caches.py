@@ -82,6 +82,10 @@ class NodeGroupView:
     ) -> NodeSummary:
         return await self.cache.wait_until(predicate, timeout_s=timeout_s, group=self.group)
 
+    def listen(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` when one of this group's Nodes changes readiness (see NodeCache)."""
+        return self.cache.listen(self.group, callback)
+
 
 def _watch_of(labels: dict[str, str]) -> tuple[str, str, str | None]:
     """(selector of the shared watch, label it groups by, this group's value).

@@ -187,6 +187,9 @@ class NodeCache:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._resource_version: str | None = None
+        # Called when a watched Node's readiness or schedulability changes, appears or goes,
+        # per group_label value (None: every change): pool passes are woken by it.
+        self._listeners: dict[str | None, set[Callable[[], object]]] = {}
 
     @property
     def synced(self) -> bool:
@@ -300,6 +303,41 @@ class NodeCache:
         response = await self._core.list_node(_preload_content=False, **params)
         return cast(aiohttp.ClientResponse, response)
 
+    def listen(self, group: str | None, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` when a Node of ``group`` changes readiness; return the unsubscribe."""
+        self._listeners.setdefault(group, set()).add(callback)
+
+        def unsubscribe() -> None:
+            listeners = self._listeners.get(group)
+            if listeners is not None:
+                listeners.discard(callback)
+                if not listeners:
+                    del self._listeners[group]
+
+        return unsubscribe
+
+    def _tell(
+        self, previous: NodeFacts | None, now: NodeFacts | None, node: Mapping[str, Any]
+    ) -> None:
+        if not self._listeners or not self.synced:
+            return
+        if (
+            previous is not None
+            and now is not None
+            and (previous.ready, previous.cordoned)
+            == (
+                now.ready,
+                now.cordoned,
+            )
+        ):
+            return
+        groups: list[str | None] = [None]
+        if self.group_label:
+            groups.append(node_group_of(node, self.group_label))
+        for group in groups:
+            for callback in list(self._listeners.get(group, ())):
+                callback()
+
     async def _apply(self, event: Mapping[str, Any], resource_version: str) -> str:
         """Apply one watch event to the cache; return the resourceVersion to resume from."""
         kind = event.get("type")
@@ -312,10 +350,13 @@ class NodeCache:
         if kind == "BOOKMARK":
             return new_version
         facts = node_facts(obj)
+        previous = self._nodes.get(facts.name)
         if kind == "DELETED":
             self._drop(facts.name)
+            self._tell(previous, None, obj)
         elif kind in ("ADDED", "MODIFIED"):
             self._put(facts, obj)
+            self._tell(previous, facts, obj)
         await self._notify()
         return new_version
 
