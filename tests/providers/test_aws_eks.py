@@ -15,6 +15,7 @@ from crossfade.providers.aws_eks import (
     SETTLING_CACHE_TTL_S,
     STALE_INTERVALS,
     AwsProviderContext,
+    EksNodeGroupProvider,
     EksNodeGroupRef,
     build_eks_provider,
 )
@@ -154,18 +155,32 @@ async def test_a_refresh_the_bucket_refuses_answers_from_a_young_cache(
     assert len(fault_proxy.requests("DescribeNodegroup")) == 1
 
 
-async def test_placements_sharing_a_bucket_describe_at_their_fair_share(
-    fault_proxy: FaultProxy, eks_nodegroup: EksNodeGroupRef, clock: FakeClock
-) -> None:
-    rate_per_s, placements = 1.0, 100
+def sharing_one_bucket(
+    fault_proxy: FaultProxy,
+    ref: EksNodeGroupRef,
+    clock: FakeClock,
+    *,
+    rate_per_s: float,
+    placements: int,
+) -> list[EksNodeGroupProvider]:
+    """``placements`` providers of one node group built on one AWS context (one EKS bucket)."""
     context = AwsProviderContext(
         limiters=RateLimiters({"eks": BucketSpec(rate_per_s=rate_per_s, burst=5)}, clock=clock),
         endpoint_url=fault_proxy.url,
         clock=clock,
         clients=AwsClients(),
     )
-    placement = {"provider": {"type": "EKSNodeGroup", "eksNodeGroup": _ng(eks_nodegroup)}}
-    providers = [build_eks_provider(placement, context) for _ in range(placements)]
+    placement = {"provider": {"type": "EKSNodeGroup", "eksNodeGroup": _ng(ref)}}
+    return [build_eks_provider(placement, context) for _ in range(placements)]
+
+
+async def test_placements_sharing_a_bucket_describe_at_their_fair_share(
+    fault_proxy: FaultProxy, eks_nodegroup: EksNodeGroupRef, clock: FakeClock
+) -> None:
+    rate_per_s, placements = 1.0, 100
+    providers = sharing_one_bucket(
+        fault_proxy, eks_nodegroup, clock, rate_per_s=rate_per_s, placements=placements
+    )
     interval_s = placements / (rate_per_s * DESCRIBE_BUDGET_SHARE)
     assert providers[0].steady_interval_s() == interval_s
     period_s, minutes = 10, 10
@@ -181,14 +196,9 @@ async def test_settling_placements_describe_at_their_share_of_the_bucket(
     fault_proxy: FaultProxy, eks_nodegroup: EksNodeGroupRef, clock: FakeClock
 ) -> None:
     rate_per_s, placements, scaled = 1.0, 100, 8
-    context = AwsProviderContext(
-        limiters=RateLimiters({"eks": BucketSpec(rate_per_s=rate_per_s, burst=5)}, clock=clock),
-        endpoint_url=fault_proxy.url,
-        clock=clock,
-        clients=AwsClients(),
+    providers = sharing_one_bucket(
+        fault_proxy, eks_nodegroup, clock, rate_per_s=rate_per_s, placements=placements
     )
-    placement = {"provider": {"type": "EKSNodeGroup", "eksNodeGroup": _ng(eks_nodegroup)}}
-    providers = [build_eks_provider(placement, context) for _ in range(placements)]
     for index, provider in enumerate(providers[:scaled]):
         await provider.scale(desired=3 + index, token=f"scale-{index}")
         clock.advance(5)  # the bucket refills between the scale calls
