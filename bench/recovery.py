@@ -175,6 +175,24 @@ async def settled(world: World) -> None:
     raise RuntimeError(f"the pool did not settle within {RUN_TIMEOUT_S} s")
 
 
+async def route_still(reader: HTTPRouteWeights, *, quiet_s: float) -> None:
+    """Wait until the route has not changed for ``quiet_s`` (the operator's start-up writes done).
+
+    Without it the first outage of a world could start while the operator was still writing
+    its start-up weights: two quiet-machine runs (e807d51) saw the route move 0.003 s and
+    0.73 s after onset with no probe on the broken endpoint yet.
+    """
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    before = await reader.read()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(quiet_s)
+        now = await reader.read()
+        if now == before:
+            return
+        before = now
+    raise RuntimeError(f"the route did not stay still for {quiet_s} s within {RUN_TIMEOUT_S} s")
+
+
 async def measure_in_world(
     *,
     management: TestCluster,
@@ -231,6 +249,7 @@ async def measure_in_world(
                     break
                 for kind in kinds:
                     await settled(world)
+                    await route_still(reader, quiet_s=period_s + 1.0)  # > one pass apart
                     await asyncio.sleep(random.uniform(0.0, period_s))  # random probe phase
                     result = await one_outage(world, reader, kind=kind)
                     runs[kind].append(result)
