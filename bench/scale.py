@@ -195,7 +195,10 @@ def summarise(pools: int, all_runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
 
     def fig(key: str, digits: int = 1) -> str:
-        values = [float(r[key]) for r in runs]
+        # Runs merged from older result files may lack a figure measured since.
+        values = [float(r[key]) for r in runs if r.get(key) is not None]
+        if not values:
+            return ""
         median = round(statistics.median(values), digits)
         if len(values) == 1:
             return str(median)
