@@ -35,8 +35,8 @@ class ScheduledProbes:
             sink=self._deliver, error_sink=self.buffer.add_error, **scheduler_options
         )
         self._on_news = on_news
-        # Last probe outcome per (pool key, placement): a change is news.
-        self._last_outcome: dict[tuple[str, str], ProbeOutcome] = {}
+        # Last probe outcome per pool key and placement: a change is news.
+        self._last_outcome: dict[str, dict[str, ProbeOutcome]] = {}
         # The newest feed of each pool key. A runtime rebuilt for a new spec generation
         # takes over from the old one, whose close must then leave the probes running:
         # the new feed's first drain keeps every probe whose configuration did not change.
@@ -46,11 +46,11 @@ class ScheduledProbes:
         self.buffer.add(pool, observation)
         if self._on_news is None or not isinstance(observation, ProbeResult):
             return
-        key = (pool, observation.placement)
-        previous = self._last_outcome.get(key)
-        self._last_outcome[key] = observation.outcome
+        outcomes = self._last_outcome.setdefault(pool, {})
+        previous = outcomes.get(observation.placement)
+        outcomes[observation.placement] = observation.outcome
         if observation.outcome != ProbeOutcome.HEALTHY or previous != observation.outcome:
-            self._on_news(pool)
+            self.news(pool)
 
     def news(self, pool: str) -> None:
         """Tell the pool's loop about news from outside the probes (a Node's readiness)."""
@@ -73,8 +73,7 @@ class ScheduledProbes:
         del self._owners[feed.pool]
         await self.scheduler.remove_pool(feed.pool)
         self.buffer.forget(feed.pool)
-        for key in [key for key in self._last_outcome if key[0] == feed.pool]:
-            del self._last_outcome[key]
+        self._last_outcome.pop(feed.pool, None)
 
     async def close(self) -> None:
         """Stop every probe task (before the HTTP session they use is closed)."""
