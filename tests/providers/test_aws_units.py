@@ -10,7 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crossfade.engine.observations import ProviderErrorKind
-from crossfade.providers.aws_api import INSUFFICIENT_CAPACITY_CODES, map_aws_error
+from crossfade.providers.aws_api import (
+    INSUFFICIENT_CAPACITY_CODES,
+    READ_WAIT_SHARE,
+    AwsCaller,
+    RetryPolicy,
+    map_aws_error,
+)
 from crossfade.providers.aws_eks import classify_health_issue, issues_from_activities
 from crossfade.providers.base import (
     IDEMPOTENCY_TOKEN_MAX_CHARS,
@@ -26,7 +32,7 @@ from crossfade.providers.errors import (
     Throttled,
     UpdateInProgress,
 )
-from crossfade.providers.ratelimit import TokenBucket
+from crossfade.providers.ratelimit import BucketSpec, RateLimiters, TokenBucket
 
 
 def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
@@ -161,6 +167,42 @@ def test_bucket_never_grants_more_than_burst_plus_refill(
         if bucket.reserve(max_wait_s=0) is not None:
             granted += 1
     assert granted <= burst + rate * ticks.now + 1e-9
+
+
+async def test_reads_leave_the_end_of_the_queue_to_writes() -> None:
+    """However many describes queue for tokens, a scale call still gets one in time."""
+    ticks = Ticks()  # frozen: every grant is a reservation in advance
+    rate, burst, max_wait_s = 5.0, 2, 2.0
+    caller = AwsCaller(
+        api="eks",
+        limiters=RateLimiters({"eks": BucketSpec(rate_per_s=rate, burst=burst)}, clock=ticks),
+        retry=RetryPolicy(limiter_max_wait_s=max_wait_s),
+        sleep=_no_sleep,
+    )
+
+    async def outcome(operation: str) -> str:
+        try:
+            return await caller.call(operation, lambda: "sent")
+        except Throttled as error:
+            return str(error.code)
+
+    reads = [await outcome("DescribeNodegroup") for _ in range(20)]
+    writes = [await outcome("UpdateNodegroupConfig") for _ in range(10)]
+    assert reads[-1] == "ClientRateLimited" and writes[0] == "sent"
+    granted_reads = burst + int(rate * max_wait_s * READ_WAIT_SHARE)
+    assert reads.count("sent") == granted_reads
+    assert set(reads[granted_reads:]) == {"ClientRateLimited"}
+    granted_writes = int(rate * max_wait_s * (1 - READ_WAIT_SHARE))
+    assert writes[:granted_writes] == ["sent"] * granted_writes
+    assert set(writes[granted_writes:]) == {"ClientRateLimited"}
+    assert caller.attempts == {
+        "DescribeNodegroup": granted_reads,
+        "UpdateNodegroupConfig": granted_writes,
+    }
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
 
 
 def test_idempotency_token_is_stable_and_fits_eks() -> None:

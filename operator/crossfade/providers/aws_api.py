@@ -5,7 +5,10 @@ Only the calls listed here are used (see docs/providers/aws.md for the matching 
 ``autoscaling:DescribeScalingActivities``; provisioning adds ``eks:CreateNodegroup``,
 ``eks:DeleteNodegroup``, ``eks:ListNodegroups`` (docs/providers/provisioning.md). Every call:
 
-1. takes a token from the API's client-side bucket (or fails fast with ``Throttled``),
+1. takes a token from the API's client-side bucket (or fails fast with ``Throttled``);
+   reads (``Describe*``, ``List*``, ``Get*``) may only queue for ``READ_WAIT_SHARE`` of the
+   wait a write may, so a crowd of describes can never take the tokens a scale or record
+   change needs (writes move capacity and traffic; a refused read answers from cache),
 2. runs the blocking boto3 call in a worker thread (``asyncio.to_thread``),
 3. maps any SDK error onto a ``ProviderError``, and
 4. is retried by tenacity (exponential backoff with full jitter) only when that error is
@@ -147,6 +150,19 @@ CallObserver = Callable[[str, str, str], None]
 """Called after every attempt with (api, operation, outcome code or "OK")."""
 
 
+# Reads queue for at most this share of ``RetryPolicy.limiter_max_wait_s``; the rest of
+# the queue (tokens reserved in advance) is left to writes. With the EKS bucket (5/s) and
+# a 2 s wait, describes fill the queue 1 s ahead at most and a scale call still finds a
+# slot within 2 s however many describes wait.
+READ_WAIT_SHARE = 0.5
+READ_OPERATION_PREFIXES = ("Describe", "List", "Get")
+
+
+def is_read(operation: str) -> bool:
+    """Whether ``operation`` (an AWS operation name) only reads."""
+    return operation.startswith(READ_OPERATION_PREFIXES)
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How often and how long a retryable call is tried again (full-jitter backoff)."""
@@ -263,9 +279,14 @@ class AwsCaller:
         )
         return await retrying(self._attempt, operation, fn)
 
+    def limiter_wait_s(self, operation: str) -> float:
+        """How long ``operation`` may wait for a token (reads less; see READ_WAIT_SHARE)."""
+        wait_s = self._retry.limiter_max_wait_s
+        return wait_s * READ_WAIT_SHARE if is_read(operation) else wait_s
+
     async def _attempt(self, operation: str, fn: Callable[[], T]) -> T:
         if not await self._bucket.acquire(
-            max_wait_s=self._retry.limiter_max_wait_s, sleep=self._sleep
+            max_wait_s=self.limiter_wait_s(operation), sleep=self._sleep
         ):
             self._observe(operation, "ClientRateLimited")
             raise _ClientRateLimited(
