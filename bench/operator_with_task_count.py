@@ -12,8 +12,10 @@ Memory profile (``bench/memory_profile.py``): with ``BENCH_TRACEMALLOC_FILE`` se
 starts before the operator is imported (``BENCH_TRACEMALLOC_FRAMES`` frames per trace,
 default 1) and every SIGUSR1 appends one JSON line to that file: the top
 ``BENCH_TRACEMALLOC_TOP`` (default 60) allocation sites by file:line and by file, the traced
-total, VmRSS, and the live object count by type from ``gc.get_objects()``. A daemon thread
-takes the snapshot, so the signal handler only sets an event.
+total, VmRSS, the live object count by type from ``gc.get_objects()``, and the decoded
+Kubernetes objects still alive (``api_objects``: dicts with apiVersion, kind and metadata,
+by kind and by what holds them, with their deep size). A daemon thread takes the snapshot,
+so the signal handler only sets an event.
 """
 
 from __future__ import annotations
@@ -60,6 +62,73 @@ def vm_rss_mib() -> float:
     return 0.0
 
 
+HOLDER_SAMPLE = 40  # objects per kind whose holders are looked up (get_referrers is slow)
+
+
+def deep_size(obj: Any, seen: set[int] | None = None) -> int:
+    """Bytes of ``obj`` and the dicts, lists and strings inside it (JSON-shaped data)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, list | tuple):
+        size += sum(deep_size(item, seen) for item in obj)
+    return size
+
+
+def holder_of(obj: Any, ignore: set[int]) -> str:
+    """Name what keeps ``obj`` alive: the first referrer that is not a bare container,
+    looking through up to two dicts or lists (an instance's fields, a cache's values)."""
+    path: list[str] = []
+    current = obj
+    for _ in range(3):
+        referrers = [
+            r for r in gc.get_referrers(current) if id(r) not in ignore and not _is_frame(r)
+        ]
+        ignore.add(id(referrers))
+        if not referrers:
+            return "/".join([*path, "unreferenced"])
+        holder = referrers[0]
+        if isinstance(holder, dict) and "__name__" in holder and "__builtins__" in holder:
+            return "/".join([*path, f"module {holder['__name__']}"])
+        name = f"{type(holder).__module__}.{type(holder).__qualname__}"
+        if not isinstance(holder, dict | list):
+            return "/".join([*path, name])
+        path.append(name)
+        ignore.add(id(holder))
+        current = holder
+    return "/".join(path)
+
+
+def _is_frame(obj: Any) -> bool:
+    return type(obj).__name__ in {"frame", "coroutine", "cell"}
+
+
+def api_objects(objects: list[Any]) -> dict[str, Any]:
+    """Decoded Kubernetes objects alive now: count and deep size by kind and by holder."""
+    found = [
+        o
+        for o in objects
+        if type(o) is dict and "metadata" in o and "kind" in o and "apiVersion" in o
+    ]
+    by_kind: dict[str, dict[str, float]] = {}
+    holders: Counter[str] = Counter()
+    ignore = {id(objects), id(found)}
+    sampled: Counter[str] = Counter()
+    for obj in found:
+        kind = str(obj.get("kind"))
+        entry = by_kind.setdefault(kind, {"count": 0, "kib": 0.0})
+        entry["count"] += 1
+        entry["kib"] += deep_size(obj) / 1024
+        if sampled[kind] < HOLDER_SAMPLE:
+            sampled[kind] += 1
+            holders[f"{kind} <- {holder_of(obj, set(ignore))}"] += 1
+    return {"by_kind": by_kind, "holders_sampled": dict(holders.most_common())}
+
+
 def memory_report(top: int) -> dict[str, Any]:
     """Allocation sites (tracemalloc) and live objects by type (gc) of this process."""
     snapshot = tracemalloc.take_snapshot().filter_traces(
@@ -72,7 +141,8 @@ def memory_report(top: int) -> dict[str, Any]:
             {"site": str(s.traceback), "kib": s.size / 1024, "count": s.count} for s in stats[:top]
         ]
 
-    by_type = Counter(type(o).__qualname__ for o in gc.get_objects())
+    objects = gc.get_objects()
+    by_type = Counter(type(o).__qualname__ for o in objects)
     traced, traced_peak = tracemalloc.get_traced_memory()
     return {
         "t": time.time(),
@@ -82,6 +152,7 @@ def memory_report(top: int) -> dict[str, Any]:
         "by_line": sites("lineno"),
         "by_file": sites("filename"),
         "objects_by_type": dict(by_type.most_common(top)),
+        "api_objects": api_objects(objects),
     }
 
 
