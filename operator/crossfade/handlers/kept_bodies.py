@@ -1,0 +1,42 @@
+"""Make the InferencePool bodies kopf keeps for the pool loops smaller.
+
+kopf keeps the newest watched object of every pool with a daemon for as long as the daemon
+runs (``DaemonsMemory.live_fresh_body``): the raw dict of the last watch event, replaced on
+every event. A fleet pool is about 11 KB of JSON and 48.5 KiB as Python objects, and 27 KiB
+of that is ``metadata.managedFields`` (server-side apply bookkeeping: hundreds of small
+``"f:..."`` dicts), which neither kopf nor crossfade reads. At 1000 pools that is 27 MiB
+of the operator's RSS for nothing.
+
+``forget_managed_fields`` removes it from the raw object of a watch event. It is called
+from the pool's ``kopf.on.event`` handler: kopf has already built the change causes and the
+diff of that event from the same object by then, and the daemons read the object only
+through the kopf body that wraps this dict. The apiserver has no way to leave the field
+out of a watch, so the trimming happens here. ``PoolWriter`` drops it from the answers of
+its own writes too, which it keeps until the watch catches up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MANAGED_FIELDS = "managedFields"
+
+
+def forget_managed_fields(event: Mapping[str, Any]) -> bool:
+    """Drop ``metadata.managedFields`` from the object of a raw watch event, in place.
+
+    Return True if something was dropped. Anything not shaped like a watch event is left
+    alone (kopf hands the raw event as received).
+    """
+    return drop_managed_fields(event.get("object"))
+
+
+def drop_managed_fields(obj: object) -> bool:
+    """Drop ``metadata.managedFields`` from one decoded object, in place (True if dropped)."""
+    if not isinstance(obj, dict):
+        return False
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        return False
+    return metadata.pop(MANAGED_FIELDS, None) is not None

@@ -1,0 +1,117 @@
+"""The pool body kopf keeps for a daemon carries no managedFields (handlers/kept_bodies.py).
+
+kopf runs in this process against the real apiserver with the committed CRD, the same
+``kopf.on.event`` trimming the operator registers, and a daemon that reports the metadata
+keys of the body kopf hands it. The apiserver's own copy keeps its managedFields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import kopf
+import pytest
+
+from crossfade.api.generate import CRD_PATH
+from crossfade.handlers.kept_bodies import MANAGED_FIELDS, forget_managed_fields
+from crossfade.handlers.pools import GROUP, PLURAL, VERSION
+from crossfade.testing.controlplane import TestCluster
+from tests.api.kube import PoolClient
+from tests.api.samples import BASE_POOL, REPO_ROOT
+
+SEEN_WAIT_S = 30.0
+
+
+def _registry(seen: asyncio.Queue[dict[str, Any]]) -> kopf.OperatorRegistry:
+    registry = kopf.OperatorRegistry()
+    resource: dict[str, Any] = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": PLURAL,
+        "registry": registry,
+    }
+
+    @kopf.on.event(**resource)
+    async def trim(**kwargs: Any) -> None:
+        forget_managed_fields(kwargs["event"])
+
+    @kopf.daemon(**resource, cancellation_timeout=1.0)
+    async def report(**kwargs: Any) -> None:
+        stopped: kopf.DaemonStopped = kwargs["stopped"]
+        body: kopf.Body = kwargs["body"]
+        while not stopped:
+            await seen.put(copy.deepcopy(dict(body["metadata"])))
+            await asyncio.sleep(0.1)
+
+    return registry
+
+
+@contextlib.asynccontextmanager
+async def kopf_running(
+    registry: kopf.OperatorRegistry, cluster: TestCluster, namespace: str
+) -> AsyncIterator[None]:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_kubeconfig(**kwargs)
+
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
+    settings.posting.enabled = False
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(
+            registry=registry,
+            settings=settings,
+            namespaces=[namespace],
+            standalone=True,
+            stop_flag=stop,
+        )
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def _until(seen: asyncio.Queue[dict[str, Any]], wanted: str) -> dict[str, Any]:
+    """The first metadata the daemon reports with annotation ``wanted`` set."""
+    async with asyncio.timeout(SEEN_WAIT_S):
+        while True:
+            metadata = await seen.get()
+            if wanted in (metadata.get("annotations") or {}):
+                return metadata
+
+
+async def test_the_daemon_body_has_no_managed_fields_after_each_event(
+    management_cluster: TestCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    management_cluster.install_crds([REPO_ROOT / CRD_PATH])
+    monkeypatch.setenv("KUBECONFIG", str(management_cluster.kubeconfig_path))
+    pools = PoolClient(management_cluster, namespace)
+    body = copy.deepcopy(BASE_POOL)
+    body["metadata"] = {"name": "kept", "annotations": {"test/step": "created"}}
+    assert pools.create(body).ok
+    seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    async with kopf_running(_registry(seen), management_cluster, namespace):
+        first = await _until(seen, "test/step")
+        patch = {"metadata": {"annotations": {"test/later": "patched"}}}
+        assert (await asyncio.to_thread(pools.merge_patch, "kept", patch)).ok
+        later = await _until(seen, "test/later")
+    stored = pools.get("kept").body["metadata"]
+    assert stored[MANAGED_FIELDS], "the apiserver keeps managedFields; the test needs them"
+    assert MANAGED_FIELDS not in first
+    assert MANAGED_FIELDS not in later
+    assert later["resourceVersion"] != first["resourceVersion"]
+
+
+def test_forget_managed_fields_leaves_anything_else_alone() -> None:
+    event: dict[str, Any] = {"type": "MODIFIED", "object": {"metadata": {"name": "x"}}}
+    assert forget_managed_fields(event) is False
+    assert event == {"type": "MODIFIED", "object": {"metadata": {"name": "x"}}}
+    assert forget_managed_fields({"type": "ERROR", "object": "not an object"}) is False
+    assert forget_managed_fields({}) is False
