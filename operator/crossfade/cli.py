@@ -39,6 +39,9 @@ def keep_sync_kubernetes_client_out() -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     keep_sync_kubernetes_client_out()
+    from crossfade.handlers.lazy_kube_client import load_lazily
+
+    load_lazily()  # before kopf or anything else imports kubernetes_asyncio.client
     from crossfade.handlers.process import RunConfig, run_operator
     from crossfade.handlers.tls_buffers import shrink_tls_read_buffers
     from crossfade.logging import configure_logging

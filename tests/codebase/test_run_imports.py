@@ -49,6 +49,12 @@ NOT_AT_START = {
     "crossfade.providers.karpenter": "provider modules load with the first placement naming one",
     "crossfade.routers.route53": "the Route53 client is built by the first Route53 router",
     "boto3": "loaded by the first EKS placement or Route53 router (~28 MiB)",
+    "kubernetes_asyncio.client.models.v1_pod": (
+        "generated models load on first use (handlers/lazy_kube_client.py, ~28 MiB)"
+    ),
+    "kubernetes_asyncio.client.api.apps_v1_api": (
+        "generated API groups load on first use (handlers/lazy_kube_client.py)"
+    ),
 }
 
 
