@@ -14,8 +14,9 @@ default 1) and every SIGUSR1 appends one JSON line to that file: the top
 ``BENCH_TRACEMALLOC_TOP`` (default 60) allocation sites by file:line and by file, the traced
 total, VmRSS, the live object count by type from ``gc.get_objects()``, and the decoded
 Kubernetes objects still alive (``api_objects``: dicts with apiVersion, kind and metadata,
-by kind and by what holds them, with their deep size). A daemon thread takes the snapshot,
-so the signal handler only sets an event.
+by kind and by what holds them, with their deep size), and then what a full garbage
+collection finds (``gc_collect``: unreachable objects, RSS before and after). A daemon
+thread takes the snapshot, so the signal handler only sets an event.
 """
 
 from __future__ import annotations
@@ -129,6 +130,20 @@ def api_objects(objects: list[Any]) -> dict[str, Any]:
     return {"by_kind": by_kind, "holders_sampled": dict(holders.most_common())}
 
 
+def collect_garbage() -> dict[str, Any]:
+    """Run a full collection now: how much cyclic garbage was waiting, and RSS around it."""
+    counts_before = gc.get_count()
+    rss_before = vm_rss_mib()
+    unreachable = gc.collect()
+    return {
+        "counts_before": counts_before,
+        "unreachable_objects": unreachable,
+        "rss_mib_before": rss_before,
+        "rss_mib_after": vm_rss_mib(),
+        "collections_by_generation": [s["collections"] for s in gc.get_stats()],
+    }
+
+
 def memory_report(top: int) -> dict[str, Any]:
     """Allocation sites (tracemalloc) and live objects by type (gc) of this process."""
     snapshot = tracemalloc.take_snapshot().filter_traces(
@@ -153,6 +168,7 @@ def memory_report(top: int) -> dict[str, Any]:
         "by_file": sites("filename"),
         "objects_by_type": dict(by_type.most_common(top)),
         "api_objects": api_objects(objects),
+        "gc_collect": collect_garbage(),
     }
 
 
