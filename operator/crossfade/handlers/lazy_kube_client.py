@@ -36,12 +36,8 @@ from typing import Any
 
 ROOT_PACKAGE = "kubernetes_asyncio"
 CLIENT_PACKAGE = "kubernetes_asyncio.client"
-# The generated packages made lazy, and their directory under the client's root package.
-LAZY_PACKAGES: dict[str, tuple[str, ...]] = {
-    CLIENT_PACKAGE: ("client",),
-    f"{CLIENT_PACKAGE}.api": ("client", "api"),
-    f"{CLIENT_PACKAGE}.models": ("client", "models"),
-}
+# The generated packages made lazy (each one's directory follows from its dotted name).
+LAZY_PACKAGES = (CLIENT_PACKAGE, f"{CLIENT_PACKAGE}.api", f"{CLIENT_PACKAGE}.models")
 _FROM_IMPORT = re.compile(
     r"^from\s+(kubernetes_asyncio\.client[\w.]*)\s+import\s+(\w+)\s*$", re.MULTILINE
 )
@@ -90,8 +86,8 @@ def load_lazily() -> bool:
         return False
     root = Path(next(iter(spec.submodule_search_locations)))
     packages: dict[str, _LazyPackage] = {}
-    for name, parts in LAZY_PACKAGES.items():
-        directory = root.joinpath(*parts)
+    for name in LAZY_PACKAGES:
+        directory = root.joinpath(*name.split(".")[1:])
         source = (directory / "__init__.py").read_text(encoding="utf-8")
         package = _LazyPackage(name, directory, exported_names(source))
         version = _VERSION.search(source)
