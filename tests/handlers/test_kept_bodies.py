@@ -51,9 +51,7 @@ def _registry(seen: asyncio.Queue[dict[str, Any]]) -> kopf.OperatorRegistry:
 
 
 @contextlib.asynccontextmanager
-async def kopf_running(
-    registry: kopf.OperatorRegistry, cluster: TestCluster, namespace: str
-) -> AsyncIterator[None]:
+async def kopf_running(registry: kopf.OperatorRegistry, namespace: str) -> AsyncIterator[None]:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_kubeconfig(**kwargs)
@@ -97,7 +95,7 @@ async def test_the_daemon_body_has_no_managed_fields_after_each_event(
     body["metadata"] = {"name": "kept", "annotations": {"test/step": "created"}}
     assert pools.create(body).ok
     seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    async with kopf_running(_registry(seen), management_cluster, namespace):
+    async with kopf_running(_registry(seen), namespace):
         first = await _until(seen, "test/step")
         patch = {"metadata": {"annotations": {"test/later": "patched"}}}
         assert (await asyncio.to_thread(pools.merge_patch, "kept", patch)).ok
