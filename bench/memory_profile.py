@@ -65,8 +65,11 @@ async def wait_for_dump(path: Path, lines_before: int) -> dict[str, Any]:
 async def one_setting(*, management: Any, clouds: Any, pools: int) -> dict[str, Any]:
     workdir = WORKDIR / f"pools-{pools}"
     dump = workdir / "tracemalloc.jsonl"
+    allocator = workdir / "allocator.jsonl"
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread(dump.unlink, missing_ok=True)
+    await asyncio.to_thread(allocator.unlink, missing_ok=True)
+    os.environ["BENCH_ALLOCATOR_FILE"] = str(allocator)
     if TRACE:
         os.environ["BENCH_TRACEMALLOC_FILE"] = str(dump)
     else:
@@ -90,6 +93,9 @@ async def one_setting(*, management: Any, clouds: Any, pools: int) -> dict[str, 
             "peak_rss_mib": samples[-1]["peak_rss_mib"],
         }
         print(f"  {pools} pools: RSS median {result['rss_mib_median']:.1f} MiB", flush=True)
+        os.kill(fleet.pid, signal.SIGUSR2)
+        result["allocator"] = await wait_for_dump(allocator, 0)
+        print(f"  {pools} pools: allocator {result['allocator']}", flush=True)
         if TRACE:
             os.kill(fleet.pid, signal.SIGUSR1)
             result["report"] = await wait_for_dump(dump, 0)

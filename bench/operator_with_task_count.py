@@ -17,11 +17,18 @@ Kubernetes objects still alive (``api_objects``: dicts with apiVersion, kind and
 by kind and by what holds them, with their deep size), and then what a full garbage
 collection finds (``gc_collect``: unreachable objects, RSS before and after). A daemon
 thread takes the snapshot, so the signal handler only sets an event.
+
+Allocator report (untraced runs too): with ``BENCH_ALLOCATOR_FILE`` set, every SIGUSR2
+appends one JSON line with VmRSS, the thread count, glibc's ``mallinfo2()`` (heap bytes in
+use and free, mmapped bytes) and VmRSS after ``malloc_trim(0)``, which hands free heap pages
+back to the kernel: the difference is memory glibc held but Python no longer used.
 """
 
 from __future__ import annotations
 
 import asyncio.tasks
+import ctypes
+import ctypes.util
 import gc
 import json
 import os
@@ -189,7 +196,66 @@ def start_memory_profile(path: str) -> None:
     threading.Thread(target=dump_on_signal, args=(path, wanted, top), daemon=True).start()
 
 
+class MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (glibc 2.33 and later), every field a size_t."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def allocator_report() -> dict[str, Any]:
+    """RSS, threads and glibc heap figures now, and RSS after giving free pages back."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    mib = {
+        name: getattr(info, name) / 2**20 for name in ("arena", "hblkhd", "uordblks", "fordblks")
+    }
+    rss_before = vm_rss_mib()
+    libc.malloc_trim(0)
+    return {
+        "t": time.time(),
+        "rss_mib": rss_before,
+        "threads": threading.active_count(),
+        "heap_mib": mib["arena"],
+        "heap_in_use_mib": mib["uordblks"],
+        "heap_free_mib": mib["fordblks"],
+        "mmapped_mib": mib["hblkhd"],
+        "rss_mib_after_malloc_trim": vm_rss_mib(),
+    }
+
+
+def report_allocator_on_signal(path: str) -> None:
+    wanted = threading.Event()
+    signal.signal(signal.SIGUSR2, lambda _signum, _frame: wanted.set())
+
+    def loop() -> None:
+        while True:
+            wanted.wait()
+            wanted.clear()
+            with open(path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(allocator_report()) + "\n")
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def main() -> int:
+    allocator_path = os.environ.get("BENCH_ALLOCATOR_FILE")
+    if allocator_path:
+        report_allocator_on_signal(allocator_path)
     profile_path = os.environ.get("BENCH_TRACEMALLOC_FILE")
     if profile_path:
         start_memory_profile(profile_path)
