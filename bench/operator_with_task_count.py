@@ -63,11 +63,16 @@ def sample_forever(path: str, period_s: float) -> None:
             out.write(json.dumps({"t": time.time(), "tasks": live_task_count()}) + "\n")
 
 
-def vm_rss_mib() -> float:
+def status_mib(field: str = "VmRSS") -> float:
+    """A kB figure of ``/proc/self/status`` (VmRSS, RssAnon, RssFile, ...) in MiB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def vm_rss_mib() -> float:
+    return status_mib("VmRSS")
 
 
 HOLDER_SAMPLE = 40  # objects per kind whose holders are looked up (get_referrers is slow)
@@ -229,6 +234,9 @@ def allocator_report() -> dict[str, Any]:
     return {
         "t": time.time(),
         "rss_mib": rss_before,
+        "rss_anon_mib": status_mib("RssAnon"),
+        "rss_file_mib": status_mib("RssFile"),
+        "python_allocated_blocks": sys.getallocatedblocks(),
         "threads": threading.active_count(),
         "heap_mib": mib["arena"],
         "heap_in_use_mib": mib["uordblks"],
