@@ -21,6 +21,9 @@ What runs (all on loopback, all real processes except where noted):
   of the pools;
 - the operator: ``crossfade run --namespace fleet --no-leader-election`` through
   ``bench.operator_with_task_count`` (adds a thread that logs the asyncio task count).
+  Every ``BENCH_OPERATOR_ENV_<NAME>`` of the bench's environment is passed to the operator
+  (only) as ``<NAME>``: ``BENCH_OPERATOR_ENV_LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2``
+  runs it on the allocator the image uses, without preloading it into the fixture too.
 
 Measurement helpers: ``process_sample`` (RSS, peak RSS, CPU seconds, fds, sockets, threads
 from /proc), ``apiserver_writes`` (``apiserver_request_total`` by verb and resource from the
@@ -571,6 +574,18 @@ async def _create_objects(api: Any, documents: list[dict[str, Any]]) -> None:
     await asyncio.gather(*(one(doc) for doc in documents if doc["kind"] == "InferencePool"))
 
 
+OPERATOR_ENV_PREFIX = "BENCH_OPERATOR_ENV_"
+
+
+def operator_only_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``BENCH_OPERATOR_ENV_<NAME>=value`` of the bench's environment as ``<NAME>=value``."""
+    return {
+        key.removeprefix(OPERATOR_ENV_PREFIX): value
+        for key, value in environ.items()
+        if key.startswith(OPERATOR_ENV_PREFIX) and len(key) > len(OPERATOR_ENV_PREFIX)
+    }
+
+
 def _operator(*, management: TestCluster, moto_url: str, gke: GKEServer, workdir: Path) -> Any:
     empty = workdir / "aws-empty-config"
     empty.touch()
@@ -595,6 +610,7 @@ def _operator(*, management: TestCluster, moto_url: str, gke: GKEServer, workdir
         "CROSSFADE_GKE_ENDPOINT": gke.endpoint,
         "PYTHONUNBUFFERED": "1",
         "BENCH_TASKS_FILE": str(tasks_file),
+        **operator_only_environment(os.environ),
     }
     health_port = free_port()
     argv = [
