@@ -18,7 +18,7 @@ from kopf._cogs.aiokits.aioenums import AsyncFlagWaiter, FlagSetter
 
 from crossfade.handlers.wakeup import (
     PoolWakeups,
-    UntilStopped,
+    StopFlag,
     phase_offset_s,
     phased_delay_s,
     run_pool_loop,
@@ -39,7 +39,7 @@ class RecordingWakeups(PoolWakeups):
         self.asked: dict[str, float] = {}
         self._stopper = stopper
 
-    async def sleep(self, key: str, period_s: float, *, until_stopped: UntilStopped) -> bool:
+    async def sleep(self, key: str, period_s: float, *, stopped: StopFlag) -> bool:
         self.asked[key] = period_s
         self._stopper.set()
         return False

@@ -19,6 +19,7 @@ from .fakes import pool_body
 
 KEY = "ns/chat"
 HOUR_S = 3600.0
+STOP_POLL_S = 0.05
 # Enough event-loop turns for a woken loop to finish its sleep and run the next pass.
 TURNS = 50
 
@@ -26,9 +27,10 @@ TURNS = 50
 class LoopUnderTest:
     """A pool loop over a live body, counting passes and what each one saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, wakeups: PoolWakeups | None = None, *, key: str = KEY) -> None:
+        self.key = key
         self.body: dict[str, Any] = pool_body({"placements": []}, generation=1)
-        self.wakeups = PoolWakeups()
+        self.wakeups = wakeups or PoolWakeups(stop_poll_s=STOP_POLL_S)
         self.stopper: FlagSetter[Any] = FlagSetter()
         self.seen: list[tuple[int, dict[str, str]]] = []
         self.task: asyncio.Task[None] | None = None
@@ -41,7 +43,7 @@ class LoopUnderTest:
     async def start(self, *, passes: int = 1) -> None:
         self.task = asyncio.create_task(
             run_pool_loop(
-                KEY,
+                self.key,
                 body=self.body,
                 stopped=AsyncFlagWaiter(self.stopper),
                 wakeups=self.wakeups,
@@ -58,7 +60,7 @@ class LoopUnderTest:
         await self.task
 
     def offer(self) -> bool:
-        return self.wakeups.offer(KEY, self.body)
+        return self.wakeups.offer(self.key, self.body)
 
 
 async def settle() -> None:
@@ -123,3 +125,27 @@ async def test_stop_ends_the_sleep_and_forgets_the_pool() -> None:
     assert len(loop.seen) == 1
     loop.body["metadata"]["generation"] = 2
     assert not loop.offer()  # no loop left to wake
+
+
+async def test_sleeping_loops_own_no_task_and_one_stop_watch_serves_them_all() -> None:
+    wakeups = PoolWakeups(stop_poll_s=STOP_POLL_S)
+    loops = [LoopUnderTest(wakeups, key=f"ns/chat-{index}") for index in range(20)]
+    before = len(asyncio.all_tasks())
+    for loop in loops:
+        await loop.start()
+    # Each loop runs in its own task (kopf's daemon task here); sleeping adds only the watch.
+    assert len(asyncio.all_tasks()) - before == len(loops) + 1
+    for loop in loops:
+        await loop.stop()
+    await asyncio.sleep(STOP_POLL_S * 3)  # the watch's next look finds no loop asleep
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_stopped_loop_ends_within_a_stop_poll_of_its_hour_long_sleep() -> None:
+    loop = LoopUnderTest()
+    await loop.start()
+    loop.stopper.set()
+    assert loop.task is not None
+    # An hour-long sleep: only the stop watch can end it this soon.
+    await asyncio.wait_for(asyncio.shield(loop.task), timeout=STOP_POLL_S * 20)
+    assert loop.task.done() and loop.task.exception() is None
