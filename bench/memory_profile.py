@@ -136,6 +136,9 @@ def main() -> int:
             print("traced KiB per pool by line:")
             for site, kib in growth(small, large, "by_line", "kib"):
                 print(f"  {kib:8.1f}  {site}")
+            print("traced KiB per pool by traceback (BENCH_TRACEMALLOC_FRAMES deep):")
+            for site, kib in growth(small, large, "by_traceback", "kib"):
+                print(f"  {kib:8.1f}  {site}")
             print("traced KiB per pool by file:")
             for site, kib in growth(small, large, "by_file", "kib"):
                 print(f"  {kib:8.1f}  {site}")

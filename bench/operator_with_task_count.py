@@ -165,7 +165,12 @@ def memory_report(top: int) -> dict[str, Any]:
     def sites(key: str) -> list[dict[str, Any]]:
         stats = snapshot.statistics(key)
         return [
-            {"site": str(s.traceback), "kib": s.size / 1024, "count": s.count} for s in stats[:top]
+            {
+                "site": " <- ".join(str(frame) for frame in s.traceback),
+                "kib": s.size / 1024,
+                "count": s.count,
+            }
+            for s in stats[:top]
         ]
 
     objects = gc.get_objects()
@@ -178,6 +183,7 @@ def memory_report(top: int) -> dict[str, Any]:
         "traced_peak_mib": traced_peak / 2**20,
         "by_line": sites("lineno"),
         "by_file": sites("filename"),
+        "by_traceback": sites("traceback"),
         "objects_by_type": dict(by_type.most_common(top)),
         "api_objects": api_objects(objects),
         "gc_collect": collect_garbage(),
