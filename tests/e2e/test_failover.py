@@ -91,6 +91,13 @@ async def test_scenario1_aws_fails_standby_scaled_traffic_shifted_then_fails_bac
     labels = f'namespace="{world.namespace}",placement="gke",pool="chat"'
     assert f"crossfade_placement_weight{{{labels}}} 100.0" in metrics
     assert "crossfade_detection_to_shift_seconds_count" in metrics
+    # Pass durations are one histogram for all pools: no 12 series per pool.
+    durations = [line for line in metrics.splitlines() if "reconcile_duration_seconds" in line]
+    assert durations and not [line for line in durations if "pool=" in line], durations
+    (count,) = [
+        line for line in durations if line.startswith("crossfade_reconcile_duration_seconds_count ")
+    ]
+    assert float(count.rsplit(" ", 1)[1]) >= 2
 
     world.aws_server.set_behaviour(Behaviour.HEALTHY)
     recovered_at = time.time()

@@ -389,9 +389,7 @@ async def _one_pass(context: OperatorContext, *, body: kopf.Body, writer: PoolWr
         context.metrics.reconcile_errors.labels(namespace, name).inc()
         return min(period, ERROR_RETRY_S)
     finally:
-        context.metrics.reconcile_duration.labels(namespace, name).observe(
-            time.monotonic() - started
-        )
+        context.metrics.reconcile_duration.observe(time.monotonic() - started)
     return max(MIN_PERIOD_S, period)
 
 
