@@ -98,13 +98,14 @@ def holder_of(obj: Any, ignore: set[int]) -> str:
     path: list[str] = []
     current = obj
     for _ in range(3):
-        referrers = [
-            r for r in gc.get_referrers(current) if id(r) not in ignore and not _is_frame(r)
-        ]
+        referrers = [r for r in gc.get_referrers(current) if id(r) not in ignore]
         ignore.add(id(referrers))
         if not referrers:
             return "/".join([*path, "unreferenced"])
         holder = referrers[0]
+        suspended = _suspended_in(referrers, current)
+        if suspended is not None:
+            return "/".join([*path, suspended])
         if isinstance(holder, dict) and "__name__" in holder and "__builtins__" in holder:
             return "/".join([*path, f"module {holder['__name__']}"])
         name = f"{type(holder).__module__}.{type(holder).__qualname__}"
@@ -116,8 +117,21 @@ def holder_of(obj: Any, ignore: set[int]) -> str:
     return "/".join(path)
 
 
-def _is_frame(obj: Any) -> bool:
-    return type(obj).__name__ in {"frame", "coroutine", "cell"}
+def _suspended_in(referrers: list[Any], obj: Any) -> str | None:
+    """Name the suspended coroutine (and its local) or the closure that holds ``obj``."""
+    for referrer in referrers:
+        kind = type(referrer).__name__
+        if kind == "coroutine" and referrer.cr_frame is not None:
+            frame = referrer.cr_frame
+        elif kind == "frame":
+            frame = referrer
+        elif kind == "cell":
+            return "closure cell"
+        else:
+            continue
+        names = [name for name, value in frame.f_locals.items() if value is obj]
+        return f"{frame.f_code.co_qualname}:{frame.f_lineno} local {','.join(names) or '?'}"
+    return None
 
 
 def api_objects(objects: list[Any]) -> dict[str, Any]:
@@ -166,7 +180,7 @@ def memory_report(top: int) -> dict[str, Any]:
         stats = snapshot.statistics(key)
         return [
             {
-                "site": " <- ".join(str(frame) for frame in s.traceback),
+                "site": " -> ".join(str(frame) for frame in s.traceback),
                 "kib": s.size / 1024,
                 "count": s.count,
             }
