@@ -1,8 +1,9 @@
-"""The pool body kopf keeps for a daemon carries no managedFields (handlers/kept_bodies.py).
+"""The pool body kopf keeps for a daemon is compact (handlers/kept_bodies.py).
 
 kopf runs in this process against the real apiserver with the committed CRD, the same
-``kopf.on.event`` trimming the operator registers, and a daemon that reports the metadata
-keys of the body kopf hands it. The apiserver's own copy keeps its managedFields.
+``kopf.on.event`` compaction the operator registers, and a daemon that reports the metadata
+of the body kopf hands it: no managedFields (the apiserver's own copy keeps them), and
+keys and short values are the process's interned strings.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import json
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +20,12 @@ import kopf
 import pytest
 
 from crossfade.api.generate import CRD_PATH
-from crossfade.handlers.kept_bodies import MANAGED_FIELDS, forget_managed_fields
+from crossfade.handlers.kept_bodies import (
+    MANAGED_FIELDS,
+    compact_watch_event,
+    forget_managed_fields,
+    share_strings,
+)
 from crossfade.handlers.pools import GROUP, PLURAL, VERSION
 from crossfade.testing.controlplane import TestCluster
 from tests.api.kube import PoolClient
@@ -37,13 +45,14 @@ def _registry(seen: asyncio.Queue[dict[str, Any]]) -> kopf.OperatorRegistry:
 
     @kopf.on.event(**resource)
     async def trim(**kwargs: Any) -> None:
-        forget_managed_fields(kwargs["event"])
+        compact_watch_event(kwargs["event"])
 
     @kopf.daemon(**resource, cancellation_timeout=1.0)
     async def report(**kwargs: Any) -> None:
         stopped: kopf.DaemonStopped = kwargs["stopped"]
         body: kopf.Body = kwargs["body"]
         while not stopped:
+            # deepcopy copies containers but hands back the same str objects.
             await seen.put(copy.deepcopy(dict(body["metadata"])))
             await asyncio.sleep(0.1)
 
@@ -85,7 +94,7 @@ async def _until(seen: asyncio.Queue[dict[str, Any]], wanted: str) -> dict[str, 
                 return metadata
 
 
-async def test_the_daemon_body_has_no_managed_fields_after_each_event(
+async def test_the_daemon_body_has_no_managed_fields_and_shared_strings_after_each_event(
     management_cluster: TestCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     management_cluster.install_crds([REPO_ROOT / CRD_PATH])
@@ -105,6 +114,32 @@ async def test_the_daemon_body_has_no_managed_fields_after_each_event(
     assert MANAGED_FIELDS not in first
     assert MANAGED_FIELDS not in later
     assert later["resourceVersion"] != first["resourceVersion"]
+    for metadata in (first, later):
+        assert all(sys.intern(key) is key for key in metadata)
+        assert all(sys.intern(key) is key for key in metadata["annotations"])
+        assert sys.intern(metadata["namespace"]) is metadata["namespace"]
+
+
+def test_share_strings_leaves_one_copy_of_each_key_and_short_value() -> None:
+    text = json.dumps(
+        {
+            "spec": {"placements": [{"name": "aws", "priority": 100}, {"name": "gke"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "message": "x" * 65}]},
+        }
+    )
+    first, second = json.loads(text), json.loads(text)
+    spec, placements = second["spec"], second["spec"]["placements"]
+    assert share_strings(first) is first and share_strings(second) is second
+    assert first == second == json.loads(text)
+    assert second["spec"] is spec and second["spec"]["placements"] is placements
+    assert list(second) == ["spec", "status"]  # key order kept
+    (key_one,), (key_two,) = first["spec"].keys(), second["spec"].keys()
+    assert key_one is key_two
+    assert first["spec"]["placements"][0]["name"] is second["spec"]["placements"][0]["name"]
+    ready_one = first["status"]["conditions"][0]
+    ready_two = second["status"]["conditions"][0]
+    assert ready_one["status"] is ready_two["status"]
+    assert ready_one["message"] is not ready_two["message"]  # long strings stay per object
 
 
 def test_forget_managed_fields_leaves_anything_else_alone() -> None:

@@ -17,7 +17,7 @@ from crossfade.engine.plan import ConditionStatus, EmitEvent, SetCondition
 from crossfade.engine.policy import policy_from_spec
 from crossfade.engine.weights import all_to
 from crossfade.handlers.health import ProcessHealth
-from crossfade.handlers.kept_bodies import drop_managed_fields, forget_managed_fields
+from crossfade.handlers.kept_bodies import compact_kept_object, compact_watch_event
 from crossfade.handlers.metrics import OperatorMetrics
 from crossfade.handlers.reconcile import PassOutcome, PoolRuntime, reconcile_once
 from crossfade.handlers.status import iso_time, merge_conditions, status_patch
@@ -125,7 +125,7 @@ class PoolWriter:
         for older in (self._watched, _version(self.last_object or {})):
             if older is not None:
                 self._behind.add(older)
-        drop_managed_fields(answer)
+        compact_kept_object(answer)
         self.last_object = answer
 
     async def patch_status(self, patch: Mapping[str, Any]) -> None:
@@ -238,7 +238,7 @@ def register(registry: Any, context: OperatorContext) -> None:
     async def wake_on_change(**kwargs: Any) -> None:
         # Every watch event of a pool; only a new generation or a changed manual-control
         # annotation wakes its loop, so the operator's own writes wake nothing.
-        forget_managed_fields(kwargs["event"])
+        compact_watch_event(kwargs["event"])
         context.wakeups.offer(_key(str(kwargs["namespace"]), str(kwargs["name"])), kwargs["body"])
 
     @kopf.on.delete(**resource)
