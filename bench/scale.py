@@ -102,6 +102,7 @@ async def steady_window(fleet: Fleet, seconds: float) -> dict[str, Any]:
         "events_by_reason_per_min": {k: v / minutes for k, v in events.most_common()},
         "rss_mib_steady_median": statistics.median(s["rss_mib"] for s in samples),
         "rss_mib_steady_max": max(s["rss_mib"] for s in samples),
+        "rss_mib_steady_samples": [round(s["rss_mib"], 1) for s in samples],
         "cpu_percent_one_core": 100 * (last["cpu_s"] - first["cpu_s"]) / elapsed,
         "fds": last["fds"],
         "sockets": last["sockets"],
@@ -263,12 +264,17 @@ def main() -> int:
         },
     )
     print(md.read_text())
-    at_most = [r for r in raw.get("1000", []) if r["peak_rss_mib"] > RSS_GOAL_MIB]
     writes = [r for runs in raw.values() for r in runs if r.get("writes_per_min", 0) > 0]
     if "1000" not in raw:
         print("RSS goal (<= 256 MiB at 1000 pools): not measured in this invocation")
     else:
-        print("RSS goal missed" if at_most else "RSS goal met")
+        # The goal is read at steady state (median of the window), like the writes goal; the
+        # start-up peak, while every pool makes its first moves at once, is printed beside it.
+        for label, key in (("steady median", "rss_mib_steady_median"), ("peak", "peak_rss_mib")):
+            values = [r[key] for r in raw["1000"] if key in r]
+            verdict = "met" if values and max(values) <= RSS_GOAL_MIB else "missed"
+            shown = ", ".join(f"{v:.1f}" for v in values)
+            print(f"RSS goal (<= {RSS_GOAL_MIB} MiB at 1000 pools), {label}: {verdict} ({shown})")
     print("steady-state writes goal missed" if writes else "steady-state writes goal met")
     return 0
 
