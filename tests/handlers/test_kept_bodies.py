@@ -9,11 +9,9 @@ keys and short values are the process's interned strings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import json
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
@@ -30,6 +28,8 @@ from crossfade.handlers.pools import GROUP, PLURAL, VERSION
 from crossfade.testing.controlplane import TestCluster
 from tests.api.kube import PoolClient
 from tests.api.samples import BASE_POOL, REPO_ROOT
+
+from .kopf_in_process import kopf_running
 
 SEEN_WAIT_S = 30.0
 
@@ -57,32 +57,6 @@ def _registry(seen: asyncio.Queue[dict[str, Any]]) -> kopf.OperatorRegistry:
             await asyncio.sleep(0.1)
 
     return registry
-
-
-@contextlib.asynccontextmanager
-async def kopf_running(registry: kopf.OperatorRegistry, namespace: str) -> AsyncIterator[None]:
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs)
-
-    settings = kopf.OperatorSettings()
-    settings.scanning.disabled = True
-    settings.posting.enabled = False
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=settings,
-            namespaces=[namespace],
-            standalone=True,
-            stop_flag=stop,
-        )
-    )
-    try:
-        yield
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def _until(seen: asyncio.Queue[dict[str, Any]], wanted: str) -> dict[str, Any]:

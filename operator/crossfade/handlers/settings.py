@@ -25,6 +25,11 @@ WORKER_IDLE_TIMEOUT_S = 5.0
 # limit, so Events of many pools at once opened a TLS connection each (~300 KiB of RSS while
 # kept alive). Capped; Events of further pools wait their turn, watch handling does not.
 EVENT_POSTING_WORKERS = 16
+# How long kopf waits for a stopped daemon to end by itself before it cancels the task. A
+# sleeping pool loop ends within one look of its stop watch (handlers/wakeup.py, 0.5 s);
+# with kopf's default (ten event-loop turns, no time) every sleeping loop was cancelled
+# instead, mid-sleep, with a warning per pool. kopf waits for all daemons at once.
+DAEMON_EXIT_WAIT_S = 2.0
 # Annotations crossfade writes itself: they must not count as spec changes.
 IGNORED_DIFF_FIELDS = (("metadata", "annotations"), ("status",))
 
@@ -47,6 +52,7 @@ def configure(settings: Any, *, component: str, instance: str) -> None:
     settings.watching.inactivity_timeout = WATCH_INACTIVITY_TIMEOUT_S
     settings.networking.request_timeout = REQUEST_TIMEOUT_S
     settings.queueing.idle_timeout = WORKER_IDLE_TIMEOUT_S
+    settings.background.instant_exit_timeout = DAEMON_EXIT_WAIT_S
     # Events are posted explicitly (kopf.event); log lines are not mirrored into Events.
     settings.posting.enabled = True
     settings.posting.loggers = False
