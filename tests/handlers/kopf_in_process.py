@@ -14,8 +14,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import kopf
+import pytest
+
+from crossfade.api.generate import CRD_PATH
+from crossfade.handlers.pools import GROUP, PLURAL, VERSION
+from crossfade.testing.controlplane import TestCluster
+from tests.api.kube import PoolClient
+from tests.api.samples import REPO_ROOT
 
 STOP_WAIT_S = 30.0
+
+
+def pool_resource(registry: kopf.OperatorRegistry) -> dict[str, Any]:
+    """Keyword arguments of a kopf handler decorator for InferencePools on ``registry``."""
+    return {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
+
+
+def pools_served(
+    cluster: TestCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> PoolClient:
+    """Install the committed CRD, point KUBECONFIG (kopf's login) at ``cluster``."""
+    cluster.install_crds([REPO_ROOT / CRD_PATH])
+    monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig_path))
+    return PoolClient(cluster, namespace)
 
 
 @contextlib.asynccontextmanager

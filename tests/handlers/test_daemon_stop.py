@@ -16,15 +16,12 @@ from typing import Any
 import kopf
 import pytest
 
-from crossfade.api.generate import CRD_PATH
-from crossfade.handlers.pools import GROUP, PLURAL, VERSION
 from crossfade.handlers.settings import configure
 from crossfade.handlers.wakeup import PoolWakeups, run_pool_loop
 from crossfade.testing.controlplane import TestCluster
-from tests.api.kube import PoolClient
-from tests.api.samples import BASE_POOL, REPO_ROOT
+from tests.api.samples import BASE_POOL
 
-from .kopf_in_process import kopf_running
+from .kopf_in_process import kopf_running, pool_resource, pools_served
 
 HOUR_S = 3600.0
 FIRST_PASS_WAIT_S = 30.0
@@ -32,12 +29,7 @@ FIRST_PASS_WAIT_S = 30.0
 
 def _registry(first_pass_done: asyncio.Event, outcomes: list[str]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    resource: dict[str, Any] = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": PLURAL,
-        "registry": registry,
-    }
+    resource = pool_resource(registry)
 
     @kopf.daemon(**resource, cancellation_timeout=10.0)
     async def pool_loop(**kwargs: Any) -> None:
@@ -65,11 +57,10 @@ def _registry(first_pass_done: asyncio.Event, outcomes: list[str]) -> kopf.Opera
 async def test_kopf_stopping_ends_a_sleeping_pool_loop_without_cancelling_it(
     management_cluster: TestCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    management_cluster.install_crds([REPO_ROOT / CRD_PATH])
-    monkeypatch.setenv("KUBECONFIG", str(management_cluster.kubeconfig_path))
+    pools = pools_served(management_cluster, namespace, monkeypatch)
     body = copy.deepcopy(BASE_POOL)
     body["metadata"] = {"name": "sleeper"}
-    assert PoolClient(management_cluster, namespace).create(body).ok
+    assert pools.create(body).ok
     first_pass_done = asyncio.Event()
     outcomes: list[str] = []
     settings = kopf.OperatorSettings()

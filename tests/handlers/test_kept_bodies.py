@@ -17,31 +17,23 @@ from typing import Any
 import kopf
 import pytest
 
-from crossfade.api.generate import CRD_PATH
 from crossfade.handlers.kept_bodies import (
     MANAGED_FIELDS,
     compact_watch_event,
     forget_managed_fields,
     share_strings,
 )
-from crossfade.handlers.pools import GROUP, PLURAL, VERSION
 from crossfade.testing.controlplane import TestCluster
-from tests.api.kube import PoolClient
-from tests.api.samples import BASE_POOL, REPO_ROOT
+from tests.api.samples import BASE_POOL
 
-from .kopf_in_process import kopf_running
+from .kopf_in_process import kopf_running, pool_resource, pools_served
 
 SEEN_WAIT_S = 30.0
 
 
 def _registry(seen: asyncio.Queue[dict[str, Any]]) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    resource: dict[str, Any] = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": PLURAL,
-        "registry": registry,
-    }
+    resource = pool_resource(registry)
 
     @kopf.on.event(**resource)
     async def trim(**kwargs: Any) -> None:
@@ -71,9 +63,7 @@ async def _until(seen: asyncio.Queue[dict[str, Any]], wanted: str) -> dict[str, 
 async def test_the_daemon_body_has_no_managed_fields_and_shared_strings_after_each_event(
     management_cluster: TestCluster, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    management_cluster.install_crds([REPO_ROOT / CRD_PATH])
-    monkeypatch.setenv("KUBECONFIG", str(management_cluster.kubeconfig_path))
-    pools = PoolClient(management_cluster, namespace)
+    pools = pools_served(management_cluster, namespace, monkeypatch)
     body = copy.deepcopy(BASE_POOL)
     body["metadata"] = {"name": "kept", "annotations": {"test/step": "created"}}
     assert pools.create(body).ok
