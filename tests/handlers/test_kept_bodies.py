@@ -20,7 +20,6 @@ import pytest
 from crossfade.handlers.kept_bodies import (
     MANAGED_FIELDS,
     compact_watch_event,
-    forget_managed_fields,
     share_strings,
 )
 from crossfade.testing.controlplane import TestCluster
@@ -106,9 +105,13 @@ def test_share_strings_leaves_one_copy_of_each_key_and_short_value() -> None:
     assert ready_one["message"] is not ready_two["message"]  # long strings stay per object
 
 
-def test_forget_managed_fields_leaves_anything_else_alone() -> None:
+def test_compact_watch_event_leaves_anything_else_alone() -> None:
     event: dict[str, Any] = {"type": "MODIFIED", "object": {"metadata": {"name": "x"}}}
-    assert forget_managed_fields(event) is False
+    compact_watch_event(event)
     assert event == {"type": "MODIFIED", "object": {"metadata": {"name": "x"}}}
-    assert forget_managed_fields({"type": "ERROR", "object": "not an object"}) is False
-    assert forget_managed_fields({}) is False
+    error: dict[str, Any] = {"type": "ERROR", "object": "not an object"}
+    compact_watch_event(error)
+    assert error == {"type": "ERROR", "object": "not an object"}
+    empty: dict[str, Any] = {}
+    compact_watch_event(empty)
+    assert empty == {}

@@ -7,7 +7,7 @@ of that is ``metadata.managedFields`` (server-side apply bookkeeping: hundreds o
 ``"f:..."`` dicts), which neither kopf nor crossfade reads. At 1000 pools that is 27 MiB
 of the operator's RSS for nothing.
 
-``forget_managed_fields`` removes it from the raw object of a watch event. It is called
+``compact_watch_event`` removes it from the raw object of a watch event. It is called
 from the pool's ``kopf.on.event`` handler: kopf has already built the change causes and the
 diff of that event from the same object by then, and the daemons read the object only
 through the kopf body that wraps this dict. The apiserver has no way to leave the field
@@ -35,7 +35,11 @@ SHARED_STRING_MAX_LEN = 64
 
 
 def compact_watch_event(event: Mapping[str, Any]) -> None:
-    """``compact_kept_object`` on the object of a raw watch event (anything else is left)."""
+    """``compact_kept_object`` on the object of a raw watch event, in place.
+
+    Anything not shaped like a watch event is left alone (kopf hands the raw event as
+    received).
+    """
     compact_kept_object(event.get("object"))
 
 
@@ -63,15 +67,6 @@ def share_strings(value: Any) -> Any:
     if isinstance(value, str) and len(value) <= SHARED_STRING_MAX_LEN:
         return sys.intern(value)
     return value
-
-
-def forget_managed_fields(event: Mapping[str, Any]) -> bool:
-    """Drop ``metadata.managedFields`` from the object of a raw watch event, in place.
-
-    Return True if something was dropped. Anything not shaped like a watch event is left
-    alone (kopf hands the raw event as received).
-    """
-    return drop_managed_fields(event.get("object"))
 
 
 def drop_managed_fields(obj: object) -> bool:

@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 Fingerprint = tuple[object, tuple[tuple[str, str], ...]]
 # How often the stop watch looks at the stop flags of sleeping loops: the longest a stopped
 # pool's loop (a deleted pool, or the operator exiting) sleeps on before it ends. kopf
-# cancels a daemon that has not ended 10 s after its stop (handlers/pools.py).
+# cancels a daemon that has not ended DAEMON_EXIT_WAIT_S after its stop
+# (handlers/settings.py), so this must stay well below that.
 STOP_POLL_S = 0.5
 # A pass sleeps at least this share of its period, so a pass that ends just before its
 # pool's slot does not run again at once.
